@@ -1,0 +1,108 @@
+import { pipeline, type Readable } from 'node:stream';
+import { createGzip } from 'node:zlib';
+import { z } from 'zod';
+import { requireDataset } from '../lib/datasets.js';
+import { backupDir, MANIFEST_FILE } from '../lib/layout.js';
+import { LIFEBOAT_VERSION, type Manifest } from '../lib/manifest.js';
+import { isPermanentConnectionFailure, serverInfo, toolVersion, type PostgresConnection } from '../lib/postgres/connection.js';
+import { dumpallStream } from '../lib/postgres/dumpall.js';
+import { CommandError } from '../lib/postgres/process.js';
+import { cronPerDataset, defineFunction } from '../queue/define.js';
+import { PermanentError } from '../queue/errors.js';
+
+/** Connection failures that retrying cannot fix become permanent; the rest retry. */
+function classify(err: unknown, what: string): unknown {
+  if ((err as NodeJS.ErrnoException).code === 'ENOENT') return new PermanentError(`${what}: command not found (${(err as Error).message})`);
+  if (err instanceof CommandError && isPermanentConnectionFailure(err.stderr)) return new PermanentError(`${what}: ${err.message}`, { cause: err });
+  return err;
+}
+
+export const dumpPostgres = defineFunction({
+  name: 'dumpPostgres',
+  description: 'Streams pg_dumpall through sha256 and optional gzip to the target, then writes manifest.json beside it.',
+  input: z.object({
+    dataset: z.string().min(1),
+    /** The scheduled tick; keys derive from it. */
+    tick: z.iso.datetime().optional(),
+  }),
+  triggers: [cronPerDataset('postgres')],
+  retries: { attempts: 4, backoffMs: 60_000 },
+  concurrency: 1,
+  timeoutMs: 6 * 3600_000,
+
+  async handler(input, ctx) {
+    const dataset = requireDataset(ctx.deps.config, input.dataset, 'postgres');
+    const source = dataset.source;
+    const connection: PostgresConnection = { url: source.url, password: source.password };
+    const startedAt = ctx.deps.clock();
+
+    const server = await serverInfo(source.psql, connection, ctx.signal).catch((err: unknown) => {
+      throw classify(err, `cannot reach the server of dataset ${dataset.id}`);
+    });
+    const client = await toolVersion(source.pgDumpall, ctx.signal).catch((err: unknown) => {
+      throw classify(err, `cannot run ${source.pgDumpall}`);
+    });
+    if (client.major < server.major) {
+      throw new PermanentError(
+        `${source.pgDumpall} is version ${client.major} but the server of dataset ${dataset.id} runs ${server.version}; ` +
+          `an older pg_dumpall cannot dump a newer server reliably. Install the PostgreSQL ${server.major} client or set source.pgDumpall.`,
+      );
+    }
+
+    const gzip = dataset.compression === 'gzip';
+    const dir = backupDir(dataset, ctx.tick);
+    const key = `${dir}pg_dumpall.sql${gzip ? '.gz' : ''}`;
+    const store = ctx.deps.storeFor(dataset);
+    ctx.log.info({ key, server: server.version, client: client.text, databases: server.databases.length }, 'dumping');
+
+    const dump = dumpallStream(source.pgDumpall, connection, { signal: ctx.signal });
+    // pipeline() passes any stage's error to the last stream, so the upload fails and leaves nothing.
+    const body: Readable = gzip ? pipeline(dump, createGzip({ level: dataset.compressionLevel }), () => {}) : dump;
+    const contentType = gzip ? 'application/gzip' : 'application/sql';
+    const stored = await store.put(key, body, { contentType, metadata: { 'lifeboat-dataset': dataset.id }, signal: ctx.signal }).catch((err: unknown) => {
+      throw classify(err, `pg_dumpall of dataset ${dataset.id} failed`);
+    });
+
+    const finishedAt = ctx.deps.clock();
+    const url = new URL(source.url);
+    const manifest: Manifest = {
+      format: 'lifeboat.manifest/v1',
+      dataset: dataset.id,
+      kind: dataset.kind,
+      tick: ctx.tick.toISOString(),
+      artifact: { key, size: stored.size, sha256: stored.sha256, etag: stored.etag, compression: dataset.compression, contentType, format: 'pg_dumpall' },
+      source: {
+        mode: source.mode,
+        host: url.hostname,
+        port: url.port || '5432',
+        user: decodeURIComponent(url.username),
+        serverVersion: server.version,
+        serverVersionNum: server.versionNum,
+        clientVersion: client.text,
+        databases: server.databases,
+      },
+      startedAt: startedAt.toISOString(),
+      finishedAt: finishedAt.toISOString(),
+      durationMs: finishedAt.getTime() - startedAt.getTime(),
+      writer: { lifeboat: LIFEBOAT_VERSION, jobId: ctx.jobId, attempt: ctx.attempt },
+    };
+    const manifestKey = `${dir}${MANIFEST_FILE}`;
+    await store.putJson(manifestKey, manifest, { signal: ctx.signal });
+    ctx.log.info({ key, size: stored.size, sha256: stored.sha256 }, 'dump stored');
+
+    await ctx.emit('backup.uploaded', {
+      dataset: dataset.id,
+      kind: dataset.kind,
+      target: store.target,
+      bucket: store.bucket,
+      key,
+      manifestKey,
+      etag: stored.etag,
+      size: stored.size,
+      sha256: stored.sha256,
+      startedAt: manifest.startedAt,
+      finishedAt: manifest.finishedAt,
+    });
+    return { key, size: stored.size, sha256: stored.sha256, databases: server.databases };
+  },
+});

@@ -1,0 +1,6 @@
+import type { AnyFunction } from '../queue/define.js';
+import { dumpPostgres } from './dumpPostgres.js';
+import { verifyObject } from './verifyObject.js';
+
+/** Every function Lifeboat runs. Adding one: write functions/<name>.ts, list it here, add its test. */
+export const allFunctions: readonly AnyFunction[] = [dumpPostgres, verifyObject];

@@ -1,0 +1,83 @@
+import { z } from 'zod';
+import { requireDataset } from '../lib/datasets.js';
+import { inspectArtifact } from '../lib/inspect.js';
+import { MANIFEST_FILE, siblingKey, VERIFY_FILE } from '../lib/layout.js';
+import { manifestSchema, type Check, type VerifyRecord } from '../lib/manifest.js';
+import { ObjectNotFoundError } from '../lib/targets/store.js';
+import { defineFunction } from '../queue/define.js';
+import { CorruptBackupError } from '../queue/errors.js';
+
+export const verifyObject = defineFunction({
+  name: 'verifyObject',
+  description: 'Re-reads an uploaded artifact, compares size and sha256 with its manifest, checks its content, and writes verify.json.',
+  input: z.object({
+    dataset: z.string().min(1),
+    key: z.string().min(1),
+    etag: z.string().optional(),
+  }),
+  triggers: [
+    {
+      event: 'backup.uploaded',
+      // The same object (same content version) is verified once, however often the event arrives.
+      dedupe: (e: { target: string; bucket: string; key: string; etag?: string; sha256?: string }) => `${e.target}/${e.bucket}/${e.key}/${e.etag ?? e.sha256 ?? ''}`,
+    },
+  ],
+  retries: { attempts: 5, backoffMs: 30_000 },
+  concurrency: 2,
+  timeoutMs: 6 * 3600_000,
+
+  async handler(input, ctx) {
+    const dataset = requireDataset(ctx.deps.config, input.dataset);
+    const store = ctx.deps.storeFor(dataset);
+    const started = ctx.deps.clock();
+    const checks: Check[] = [];
+    let actual = { size: -1, sha256: '' };
+    let expected = { size: -1, sha256: '' };
+
+    const rawManifest = await store.getJson(siblingKey(input.key, MANIFEST_FILE), { signal: ctx.signal });
+    const manifest = manifestSchema.safeParse(rawManifest);
+    if (rawManifest === undefined) checks.push({ name: 'manifest', ok: false, detail: `no ${MANIFEST_FILE} beside the object` });
+    else if (!manifest.success) checks.push({ name: 'manifest', ok: false, detail: `${MANIFEST_FILE} is not a valid manifest` });
+    else if (manifest.data.artifact.key !== input.key) checks.push({ name: 'manifest', ok: false, detail: `${MANIFEST_FILE} describes ${manifest.data.artifact.key}` });
+    else {
+      const artifact = manifest.data.artifact;
+      expected = { size: artifact.size, sha256: artifact.sha256 };
+      checks.push({ name: 'manifest', ok: true, detail: `written ${manifest.data.finishedAt}` });
+      try {
+        const inspection = await inspectArtifact(await store.get(input.key, { signal: ctx.signal }), artifact, ctx.signal);
+        actual = { size: inspection.size, sha256: inspection.sha256 };
+        checks.push({ name: 'size', ok: actual.size === expected.size, detail: `${actual.size} bytes, manifest says ${expected.size}` });
+        checks.push({ name: 'sha256', ok: actual.sha256 === expected.sha256, detail: actual.sha256 === expected.sha256 ? 'matches the manifest' : `${actual.sha256} differs from the manifest's ${expected.sha256}` });
+        checks.push(...inspection.checks);
+      } catch (err) {
+        // A missing object is a finding; any other read error is transient and retried.
+        if (!(err instanceof ObjectNotFoundError)) throw err;
+        checks.push({ name: 'object', ok: false, detail: 'the object does not exist' });
+      }
+    }
+
+    const finished = ctx.deps.clock();
+    const ok = checks.every((c) => c.ok);
+    const record: VerifyRecord = {
+      format: 'lifeboat.verify/v1',
+      dataset: dataset.id,
+      key: input.key,
+      ok,
+      checkedAt: finished.toISOString(),
+      durationMs: finished.getTime() - started.getTime(),
+      expected,
+      actual,
+      checks,
+    };
+    await store.putJson(siblingKey(input.key, VERIFY_FILE), record, { signal: ctx.signal });
+
+    if (ok) {
+      await ctx.emit('backup.verified', { dataset: dataset.id, kind: dataset.kind, key: input.key, size: actual.size, checkedAt: record.checkedAt });
+      ctx.log.info({ key: input.key, size: actual.size }, 'verified');
+      return record;
+    }
+    const reason = checks.filter((c) => !c.ok).map((c) => `${c.name}: ${c.detail}`).join('; ');
+    await ctx.emit('backup.corrupt', { dataset: dataset.id, kind: dataset.kind, key: input.key, checkedAt: record.checkedAt, reason });
+    throw new CorruptBackupError(`${store.label}/${input.key} is corrupt: ${reason}`);
+  },
+});

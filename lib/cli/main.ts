@@ -1,0 +1,201 @@
+#!/usr/bin/env node
+import { Command, CommanderError, Option } from 'commander';
+import type { Logger } from 'pino';
+import { allFunctions } from '../../functions/index.js';
+import { runInline } from '../../queue/inline.js';
+import { errorMessage } from '../../queue/errors.js';
+import { syncSchedulers } from '../../triggers/cron.js';
+import { openApp, openLocal, selectFunctions } from '../app.js';
+import { listBackups } from '../catalog.js';
+import { ConfigError, loadConfig, type LoadedConfig } from '../config/load.js';
+import type { Config } from '../config/schema.js';
+import { createLogger } from '../logger.js';
+import { buildServer, BOARD_PATH } from '../server.js';
+import { runDemo } from './demo.js';
+import { CliError, EXIT } from './exit.js';
+import { backupsTable } from './format.js';
+
+const program = new Command('lifeboat')
+  .description('Backups for homelab and small clusters: Postgres, buckets and etcd to an S3 hub, each copy verified.')
+  .option('-c, --config <file>', 'config file (default: $LIFEBOAT_CONFIG, else ./lifeboat.yaml, else embedded defaults)')
+  .showHelpAfterError()
+  .exitOverride();
+
+async function config(): Promise<LoadedConfig> {
+  return loadConfig({ file: program.opts<{ config?: string }>().config });
+}
+
+function logger(): Logger {
+  return createLogger();
+}
+
+/** First SIGTERM/SIGINT: drain gracefully. Second: abort running jobs now. */
+function onSignals(stop: (force: boolean) => Promise<void>): void {
+  let stopping = false;
+  const handler = (signal: NodeJS.Signals) => {
+    process.stderr.write(`lifeboat: ${signal}: ${stopping ? 'aborting running jobs' : 'draining; send again to abort running jobs'}\n`);
+    const force = stopping;
+    stopping = true;
+    void stop(force).then(
+      () => process.exit(EXIT.ok),
+      (err: unknown) => {
+        process.stderr.write(`lifeboat: shutdown failed: ${errorMessage(err)}\n`);
+        process.exit(EXIT.failed);
+      },
+    );
+  };
+  process.on('SIGTERM', handler);
+  process.on('SIGINT', handler);
+}
+
+function datasetOrFail(cfg: Config, id: string) {
+  const dataset = cfg.datasets.find((d) => d.id === id);
+  if (!dataset) throw new CliError(`no dataset "${id}" in the config (known: ${cfg.datasets.map((d) => d.id).join(', ') || 'none'})`, EXIT.usage);
+  return dataset;
+}
+
+const configCmd = program.command('config').description('work with the config file');
+configCmd
+  .command('check')
+  .description('validate the config; print every problem by its path')
+  .action(async () => {
+    const { config: cfg, source } = await config();
+    process.stdout.write(`${source}: ok (${Object.keys(cfg.targets).length} targets, ${cfg.datasets.length} datasets: ${cfg.datasets.map((d) => `${d.id} [${d.kind}]`).join(', ') || 'none'})\n`);
+  });
+
+program
+  .command('worker')
+  .description('consume the queues of the named functions (default: all)')
+  .option('--functions <names>', `comma-separated, from: ${allFunctions.map((f) => f.name).join(', ')}`)
+  .action(async (opts: { functions?: string }) => {
+    const { config: cfg } = await config();
+    const names = opts.functions?.split(',').map((s) => s.trim()).filter(Boolean);
+    selectFunctions(allFunctions, names);
+    const log = logger();
+    const app = await openApp(cfg, log);
+    const group = await app.startWorkers(names);
+    log.info({ functions: group.workers.map((w) => w.name) }, 'worker started');
+    onSignals(async (force) => {
+      await group.close({ force });
+      await app.close();
+    });
+  });
+
+program
+  .command('serve')
+  .description('metrics, Bull Board and the job schedulers from the config')
+  .action(async () => {
+    const { config: cfg } = await config();
+    const log = logger();
+    const app = await openApp(cfg, log);
+    await syncSchedulers(app.functions, cfg, app.queues, log);
+    const server = await buildServer({ config: cfg, recorder: app.recorder, queues: app.queues });
+    const address = await server.listen({ host: cfg.server.host, port: cfg.server.port });
+    log.info({ address, board: `${address}${BOARD_PATH}`, metrics: `${address}/metrics` }, 'serving');
+    onSignals(async () => {
+      await server.close();
+      await app.close();
+    });
+  });
+
+program
+  .command('run')
+  .description('enqueue one job (or run it inline, without Redis)')
+  .argument('<function>', allFunctions.map((f) => f.name).join(' | '))
+  .requiredOption('--dataset <id>', 'dataset id from the config')
+  .option('--tick <iso-time>', 'the tick the run belongs to; the same tick overwrites the same keys (default: now)')
+  .option('--wait', 'wait for the job and print its result')
+  .option('--inline', 'run in this process, with its fan-out, without Redis')
+  .addOption(new Option('--timeout <seconds>', 'with --wait: give up after this long').default(3600).argParser(Number))
+  .action(async (fnName: string, opts: { dataset: string; tick?: string; wait?: boolean; inline?: boolean; timeout: number }) => {
+    const { config: cfg } = await config();
+    datasetOrFail(cfg, opts.dataset);
+    const fn = selectFunctions(allFunctions, [fnName])[0]!;
+    const tick = opts.tick ? new Date(opts.tick) : new Date();
+    if (Number.isNaN(tick.getTime())) throw new CliError(`--tick: not a date: ${opts.tick}`, EXIT.usage);
+    const data = { dataset: opts.dataset, tick: tick.toISOString() };
+    const log = logger();
+
+    if (opts.inline) {
+      const deps = openLocal(cfg, log);
+      const controller = new AbortController();
+      onSignals(async () => controller.abort());
+      const results = await runInline(allFunctions, fn.name, data, deps, { signal: controller.signal });
+      await deps.close();
+      for (const r of results) process.stdout.write(`${JSON.stringify(r)}\n`);
+      process.exitCode = results.every((r) => r.ok) ? EXIT.ok : EXIT.failed;
+      return;
+    }
+
+    const app = await openApp(cfg, log).catch((err: unknown) => {
+      throw new CliError(errorMessage(err), EXIT.unavailable);
+    });
+    try {
+      const job = await app.queues.enqueue(fn.name, data);
+      process.stderr.write(`enqueued ${fn.name} job ${job.id} for dataset ${opts.dataset}\n`);
+      if (!opts.wait) {
+        process.stdout.write(`${JSON.stringify({ fn: fn.name, jobId: job.id })}\n`);
+        return;
+      }
+      try {
+        const result = await app.queues.waitFor(fn.name, job.id!, opts.timeout * 1000);
+        process.stdout.write(`${JSON.stringify({ fn: fn.name, jobId: job.id, ok: true, result })}\n`);
+      } catch (err) {
+        process.stdout.write(`${JSON.stringify({ fn: fn.name, jobId: job.id, ok: false, error: errorMessage(err) })}\n`);
+        process.exitCode = EXIT.failed;
+      }
+    } finally {
+      await app.close();
+    }
+  });
+
+const backupsCmd = program.command('backups').description('the backup catalog, read from the target alone');
+backupsCmd
+  .command('ls')
+  .description('list backups with time, size and verification status (needs no Redis)')
+  .option('--dataset <id>', 'only this dataset')
+  .option('--json', 'one JSON object per line')
+  .action(async (opts: { dataset?: string; json?: boolean }) => {
+    const { config: cfg } = await config();
+    const datasets = opts.dataset ? [datasetOrFail(cfg, opts.dataset)] : cfg.datasets;
+    const deps = openLocal(cfg, logger());
+    try {
+      const entries = (await Promise.all(datasets.map((d) => listBackups(deps.storeFor(d), d)))).flat();
+      if (opts.json) for (const e of entries) process.stdout.write(`${JSON.stringify({ dataset: e.dataset, id: e.id, status: e.status, finishedAt: e.manifest.finishedAt, size: e.manifest.artifact.size, sha256: e.manifest.artifact.sha256, key: e.manifest.artifact.key })}\n`);
+      else process.stdout.write(entries.length ? `${backupsTable(entries)}\n` : 'no backups yet\n');
+    } finally {
+      await deps.close();
+    }
+  });
+
+program
+  .command('demo')
+  .description('dump a local Postgres into a local directory, verify it by fan-out, and show the catalog, Bull Board and /metrics')
+  .option('--database <name>', 'an existing database to feature (default: create a small sample database "lifeboat_demo")')
+  .option('--serve', 'keep serving Bull Board and /metrics afterwards (default when stdout is a terminal)')
+  .option('--no-serve', 'exit once the backup is verified')
+  .action(async (opts: { database?: string; serve?: boolean }) => {
+    const loaded = await config();
+    const exitCode = await runDemo(loaded, logger(), { database: opts.database, serve: opts.serve ?? Boolean(process.stdout.isTTY), onSignals });
+    if (exitCode !== undefined) process.exitCode = exitCode;
+  });
+
+async function main(): Promise<void> {
+  try {
+    await program.parseAsync(process.argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      process.exitCode = err.exitCode === 0 ? EXIT.ok : EXIT.usage;
+      return;
+    }
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\n`);
+      process.exitCode = EXIT.usage;
+      return;
+    }
+    process.stderr.write(`lifeboat: ${err instanceof CliError ? err.message : errorMessage(err)}\n`);
+    process.exitCode = err instanceof CliError ? err.exitCode : EXIT.failed;
+  }
+}
+
+await main();

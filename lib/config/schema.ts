@@ -1,0 +1,153 @@
+import { CronExpressionParser } from 'cron-parser';
+import { z } from 'zod';
+import { Secret, resolveSecretReference } from './secret.js';
+
+// "Required" reads better than "expected string, received undefined" in config errors.
+z.config({
+  customError: (issue) => (issue.code === 'invalid_type' && issue.input === undefined ? 'Required' : undefined),
+});
+
+function validCron(pattern: string): boolean {
+  try {
+    CronExpressionParser.parse(pattern, { tz: 'UTC' });
+    return pattern.trim().split(/\s+/).length >= 5;
+  } catch {
+    return false;
+  }
+}
+
+function validTimezone(tz: string): boolean {
+  try {
+    new Intl.DateTimeFormat('en', { timeZone: tz });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Builds the schema; `env` resolves ${env:NAME} references (tests pass their own). */
+export function configSchema(env: NodeJS.ProcessEnv = process.env) {
+  const secret = z.string().transform((reference, ctx): Secret => {
+    try {
+      return resolveSecretReference(reference, env);
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', message: (err as Error).message });
+      return z.NEVER;
+    }
+  });
+
+  const id = z
+    .string()
+    .regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, 'must be 1-63 lowercase letters, digits or dashes');
+  const bucket = z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'must be a valid S3 bucket name (3-63 lowercase letters, digits, dots, dashes)');
+  const prefix = z
+    .string()
+    .default('')
+    .refine((p) => p === '' || (p.endsWith('/') && !p.startsWith('/')), "must be empty or end with '/' (and not start with it)");
+  const cron = z.string().refine(validCron, 'must be a cron pattern such as "0 2 * * *"');
+
+  const redis = z.strictObject({
+    url: z.string().regex(/^rediss?:\/\//, 'must start with redis:// or rediss://').default('redis://127.0.0.1:6379'),
+    password: secret.optional(),
+    /** Key prefix for queues and metrics, so several installs can share one Redis. */
+    prefix: z.string().min(1).default('lifeboat'),
+  });
+
+  const s3Target = z.strictObject({
+    kind: z.literal('s3'),
+    endpoint: z.url({ protocol: /^https?$/ }),
+    region: z.string().default('us-east-1'),
+    forcePathStyle: z.boolean().default(true),
+    accessKeyId: secret,
+    secretAccessKey: secret,
+    /** Multipart part size and parallel parts: memory is about partSizeMiB × (queueSize + 1). */
+    partSizeMiB: z.int().min(5).max(512).default(16),
+    queueSize: z.int().min(1).max(16).default(4),
+  });
+  const dirTarget = z.strictObject({
+    kind: z.literal('dir'),
+    path: z.string().min(1),
+  });
+
+  const datasetTarget = z.strictObject({ name: z.string().min(1), bucket, prefix });
+  const retention = z.strictObject({
+    daily: z.int().min(1).default(14),
+    weekly: z.int().min(0).default(0),
+    monthly: z.int().min(0).default(0),
+  });
+
+  const postgresUrl = z
+    .string()
+    .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')
+    .refine((url) => {
+      try {
+        return new URL(url).password === '';
+      } catch {
+        return false;
+      }
+    }, 'must be a valid URL without a password; put the password in source.password as a ${env:NAME} or ${file:/path} reference');
+
+  const postgresDirect = z.strictObject({
+    mode: z.literal('direct'),
+    url: postgresUrl,
+    password: secret.optional(),
+    /** Client binaries; must be at least the server's major version. */
+    pgDumpall: z.string().default('pg_dumpall'),
+    psql: z.string().default('psql'),
+  });
+
+  const postgresDataset = z.strictObject({
+    id,
+    kind: z.literal('postgres'),
+    source: z.discriminatedUnion('mode', [postgresDirect]),
+    target: datasetTarget,
+    schedule: cron.optional(),
+    compression: z.enum(['gzip', 'none']).default('gzip'),
+    /** gzip level: 1 is fastest, 9 smallest. */
+    compressionLevel: z.int().min(1).max(9).default(6),
+    retention: retention.prefault({}),
+  });
+
+  const dataset = z.discriminatedUnion('kind', [postgresDataset]);
+
+  const server = z.strictObject({
+    host: z.string().default('127.0.0.1'),
+    port: z.int().min(0).max(65535).default(9465),
+    /** Time zone for every cron schedule. */
+    timezone: z.string().refine(validTimezone, 'must be an IANA time zone such as "UTC" or "Europe/Berlin"').default('UTC'),
+    /** Basic auth for Bull Board; without it Bull Board is open to whoever can reach the bind address. */
+    board: z.strictObject({ username: z.string().min(1), password: secret }).optional(),
+    /** How long a stopping worker lets running jobs finish before aborting them. */
+    shutdownGraceMs: z.int().min(0).default(30_000),
+  });
+
+  return z
+    .strictObject({
+      redis: redis.prefault({}),
+      targets: z.record(id, z.discriminatedUnion('kind', [s3Target, dirTarget])),
+      datasets: z.array(dataset).default([]),
+      server: server.prefault({}),
+    })
+    .superRefine((config, ctx) => {
+      const seen = new Map<string, number>();
+      config.datasets.forEach((dataset, index) => {
+        const first = seen.get(dataset.id);
+        if (first !== undefined) {
+          ctx.addIssue({ code: 'custom', path: ['datasets', index, 'id'], message: `duplicate dataset id "${dataset.id}" (also datasets[${first}])` });
+        } else seen.set(dataset.id, index);
+        if (!(dataset.target.name in config.targets)) {
+          const known = Object.keys(config.targets).join(', ') || 'none';
+          ctx.addIssue({ code: 'custom', path: ['datasets', index, 'target', 'name'], message: `unknown target "${dataset.target.name}" (known: ${known})` });
+        }
+      });
+    });
+}
+
+export type Config = z.output<ReturnType<typeof configSchema>>;
+export type Dataset = Config['datasets'][number];
+export type PostgresDataset = Extract<Dataset, { kind: 'postgres' }>;
+export type TargetConfig = Config['targets'][string];
+export type S3TargetConfig = Extract<TargetConfig, { kind: 's3' }>;
+export type DirTargetConfig = Extract<TargetConfig, { kind: 'dir' }>;

@@ -1,0 +1,10 @@
+import type { Config, Dataset } from '../lib/config/schema.js';
+import { PermanentError } from '../queue/errors.js';
+
+/** The dataset a job names, of the kind the function handles; anything else is a permanent error. */
+export function requireDataset<K extends Dataset['kind']>(config: Config, id: string, kind?: K): Extract<Dataset, { kind: K }> {
+  const dataset = config.datasets.find((d) => d.id === id);
+  if (!dataset) throw new PermanentError(`dataset "${id}" is not in the config (known: ${config.datasets.map((d) => d.id).join(', ') || 'none'})`);
+  if (kind && dataset.kind !== kind) throw new PermanentError(`dataset "${id}" is a ${dataset.kind} dataset, not ${kind}`);
+  return dataset as Extract<Dataset, { kind: K }>;
+}

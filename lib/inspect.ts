@@ -1,0 +1,62 @@
+import { createHash } from 'node:crypto';
+import { once } from 'node:events';
+import { createGunzip } from 'node:zlib';
+import type { Readable } from 'node:stream';
+import type { Check } from './manifest.js';
+import { TailBuffer } from './postgres/process.js';
+import { DUMPALL_TRAILER, TRAILER_WINDOW, hasDumpallTrailer } from './postgres/dumpall.js';
+
+export interface Inspection {
+  size: number;
+  sha256: string;
+  /** Content checks by format; size and sha256 are compared by the caller. */
+  checks: Check[];
+}
+
+/**
+ * Reads an artifact once: sha256 and size of the stored bytes, and (through gunzip, if compressed) the
+ * content checks for its format. A gzip error is a finding, not an exception; a read error is thrown,
+ * because it says nothing about the object.
+ */
+export async function inspectArtifact(stream: Readable, artifact: { compression: 'gzip' | 'none'; format: string }, signal?: AbortSignal): Promise<Inspection> {
+  const hash = createHash('sha256');
+  let size = 0;
+  const tail = new TailBuffer(TRAILER_WINDOW);
+  const checks: Check[] = [];
+
+  const gunzip = artifact.compression === 'gzip' ? createGunzip() : undefined;
+  let gzipError: Error | undefined;
+  let gunzipDone: Promise<void> = Promise.resolve();
+  if (gunzip) {
+    gunzip.on('data', (c: Buffer) => tail.push(c));
+    gunzipDone = new Promise((resolve) => {
+      gunzip.on('end', resolve);
+      gunzip.on('error', (err) => {
+        gzipError = err;
+        resolve();
+      });
+    });
+  }
+
+  for await (const chunk of stream as AsyncIterable<Buffer>) {
+    signal?.throwIfAborted();
+    hash.update(chunk);
+    size += chunk.length;
+    if (!gunzip) tail.push(chunk);
+    else if (!gzipError && !gunzip.write(chunk)) await Promise.race([once(gunzip, 'drain'), gunzipDone]);
+  }
+  if (gunzip) {
+    if (!gzipError) gunzip.end();
+    await gunzipDone;
+    checks.push({ name: 'gzip', ok: !gzipError, detail: gzipError ? `gzip stream is damaged: ${gzipError.message}` : 'gzip stream intact' });
+  }
+  if (artifact.format === 'pg_dumpall') {
+    const ok = !gzipError && hasDumpallTrailer(tail.toBuffer());
+    checks.push({
+      name: 'pg_dumpall trailer',
+      ok,
+      detail: ok ? `ends with "${DUMPALL_TRAILER}"` : gzipError ? 'not checked: gzip stream is damaged' : `"${DUMPALL_TRAILER}" missing from the end of the dump`,
+    });
+  }
+  return { size, sha256: hash.digest('hex'), checks };
+}

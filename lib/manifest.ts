@@ -1,0 +1,44 @@
+import { z } from 'zod';
+
+/** manifest.json: written once beside each backup artifact, after the artifact is complete. */
+export const manifestSchema = z.object({
+  format: z.literal('lifeboat.manifest/v1'),
+  dataset: z.string(),
+  kind: z.string(),
+  tick: z.string(),
+  artifact: z.object({
+    key: z.string(),
+    size: z.number().int().nonnegative(),
+    sha256: z.string().regex(/^[0-9a-f]{64}$/),
+    etag: z.string().optional(),
+    compression: z.enum(['gzip', 'none']),
+    contentType: z.string(),
+    /** What the content check looks for, e.g. "pg_dumpall". */
+    format: z.string(),
+  }),
+  source: z.record(z.string(), z.unknown()),
+  startedAt: z.string(),
+  finishedAt: z.string(),
+  durationMs: z.number().nonnegative(),
+  writer: z.object({ lifeboat: z.string(), jobId: z.string(), attempt: z.number().int() }),
+});
+export type Manifest = z.infer<typeof manifestSchema>;
+
+export const checkSchema = z.object({ name: z.string(), ok: z.boolean(), detail: z.string() });
+export type Check = z.infer<typeof checkSchema>;
+
+/** verify.json: the result of re-reading the artifact; a separate object, never an edit of the manifest. */
+export const verifyRecordSchema = z.object({
+  format: z.literal('lifeboat.verify/v1'),
+  dataset: z.string(),
+  key: z.string(),
+  ok: z.boolean(),
+  checkedAt: z.string(),
+  durationMs: z.number().nonnegative(),
+  expected: z.object({ size: z.number(), sha256: z.string() }),
+  actual: z.object({ size: z.number(), sha256: z.string() }),
+  checks: z.array(checkSchema),
+});
+export type VerifyRecord = z.infer<typeof verifyRecordSchema>;
+
+export const LIFEBOAT_VERSION = '0.1.0';

@@ -1,0 +1,47 @@
+import { Counter, Gauge, Registry } from 'prom-client';
+import { LIFEBOAT_VERSION } from '../manifest.js';
+import type { MetricsRecorder, Sample } from './recorder.js';
+
+const HELP: Record<string, string> = {
+  lifeboat_backup_last_success_timestamp_seconds: 'Unix time the newest complete backup of the dataset finished.',
+  lifeboat_backup_last_failure_timestamp_seconds: 'Unix time a job for the dataset last failed for good (retries exhausted or permanent).',
+  lifeboat_backup_size_bytes: 'Size of the newest backup artifact as stored.',
+  lifeboat_backup_duration_seconds: 'Duration of the newest backup.',
+  lifeboat_verify_last_success_timestamp_seconds: 'Unix time an artifact of the dataset last passed verification.',
+  lifeboat_verify_last_failure_timestamp_seconds: 'Unix time an artifact of the dataset last failed verification.',
+  lifeboat_verify_failures_total: 'Artifacts found corrupt by verification.',
+  lifeboat_job_failures_total: 'Jobs that failed for good, per function.',
+};
+
+export interface QueueDepth {
+  fn: string;
+  counts: Record<string, number>;
+}
+
+/** Renders the Prometheus exposition from stored state; a fresh registry per scrape, so nothing is cached. */
+export async function renderMetrics(recorder: MetricsRecorder, queueDepths: () => Promise<QueueDepth[]>): Promise<{ contentType: string; body: string }> {
+  const registry = new Registry();
+  const byName = new Map<string, Sample[]>();
+  for (const sample of await recorder.samples()) {
+    const list = byName.get(sample.name) ?? [];
+    list.push(sample);
+    byName.set(sample.name, list);
+  }
+  for (const [name, samples] of byName) {
+    const labelNames = [...new Set(samples.flatMap((s) => Object.keys(s.labels)))].sort();
+    const help = HELP[name] ?? name;
+    if (name.endsWith('_total')) {
+      const counter = new Counter({ name, help, labelNames, registers: [registry] });
+      for (const s of samples) counter.inc(s.labels, s.value);
+    } else {
+      const gauge = new Gauge({ name, help, labelNames, registers: [registry] });
+      for (const s of samples) gauge.set(s.labels, s.value);
+    }
+  }
+  const depth = new Gauge({ name: 'lifeboat_queue_jobs', help: 'Jobs per function queue and state.', labelNames: ['fn', 'state'], registers: [registry] });
+  for (const { fn, counts } of await queueDepths()) {
+    for (const [state, count] of Object.entries(counts)) depth.set({ fn, state }, count);
+  }
+  new Gauge({ name: 'lifeboat_info', help: 'Lifeboat build information.', labelNames: ['version'], registers: [registry] }).set({ version: LIFEBOAT_VERSION }, 1);
+  return { contentType: registry.contentType, body: await registry.metrics() };
+}

@@ -1,0 +1,111 @@
+import type { Redis } from 'ioredis';
+import type { EventName, EventPayload } from '../../queue/events.js';
+
+/** A stored sample: metric name, labels, value. */
+export interface Sample {
+  name: string;
+  labels: Record<string, string>;
+  value: number;
+}
+
+/**
+ * Turns events and job failures into metric state. The state lives outside the process (Redis), so it
+ * survives restarts and agrees across replicas; /metrics only reads it.
+ */
+export interface MetricsRecorder {
+  onEvent<E extends EventName>(event: E, payload: EventPayload<E>): Promise<void>;
+  jobFailed(fn: string, dataset: string | undefined, kind: string | undefined, at: Date): Promise<void>;
+  samples(): Promise<Sample[]>;
+}
+
+const seconds = (iso: string) => Date.parse(iso) / 1000;
+
+// Sets several fields, but only if ARGV[2] (a timestamp) is at least the one stored in ARGV[1]:
+// a retried or late event for an older backup must not move "last success" or "size" backwards.
+const SET_IF_NEWER = `
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if current and tonumber(current) > tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 1`;
+
+function field(name: string, labels: Record<string, string>): string {
+  return JSON.stringify([name, labels]);
+}
+
+abstract class BaseRecorder implements MetricsRecorder {
+  protected abstract setIfNewer(tsField: string, ts: number, others: Array<[string, number]>): Promise<void>;
+  protected abstract increment(field: string, by: number): Promise<void>;
+  abstract samples(): Promise<Sample[]>;
+
+  async onEvent<E extends EventName>(event: E, payload: EventPayload<E>): Promise<void> {
+    if (event === 'backup.uploaded') {
+      const p = payload as EventPayload<'backup.uploaded'>;
+      const labels = { dataset: p.dataset, kind: p.kind };
+      await this.setIfNewer(field('lifeboat_backup_last_success_timestamp_seconds', labels), seconds(p.finishedAt), [
+        [field('lifeboat_backup_size_bytes', labels), p.size],
+        [field('lifeboat_backup_duration_seconds', labels), (Date.parse(p.finishedAt) - Date.parse(p.startedAt)) / 1000],
+      ]);
+    } else if (event === 'backup.verified') {
+      const p = payload as EventPayload<'backup.verified'>;
+      await this.setIfNewer(field('lifeboat_verify_last_success_timestamp_seconds', { dataset: p.dataset, kind: p.kind }), seconds(p.checkedAt), []);
+    } else if (event === 'backup.corrupt') {
+      const p = payload as EventPayload<'backup.corrupt'>;
+      const labels = { dataset: p.dataset, kind: p.kind };
+      await this.increment(field('lifeboat_verify_failures_total', labels), 1);
+      await this.setIfNewer(field('lifeboat_verify_last_failure_timestamp_seconds', labels), seconds(p.checkedAt), []);
+    }
+  }
+
+  async jobFailed(fn: string, dataset: string | undefined, kind: string | undefined, at: Date): Promise<void> {
+    await this.increment(field('lifeboat_job_failures_total', { fn }), 1);
+    if (dataset) {
+      await this.setIfNewer(field('lifeboat_backup_last_failure_timestamp_seconds', { dataset, kind: kind ?? 'unknown', fn }), at.getTime() / 1000, []);
+    }
+  }
+
+  protected static parse(entries: Iterable<[string, string]>): Sample[] {
+    const out: Sample[] = [];
+    for (const [key, value] of entries) {
+      const [name, labels] = JSON.parse(key) as [string, Record<string, string>];
+      out.push({ name, labels, value: Number(value) });
+    }
+    return out;
+  }
+}
+
+/** Metric state in one Redis hash. */
+export class RedisMetricsRecorder extends BaseRecorder {
+  constructor(
+    private readonly redis: Redis,
+    private readonly key: string,
+  ) {
+    super();
+  }
+  protected async setIfNewer(tsField: string, ts: number, others: Array<[string, number]>): Promise<void> {
+    await this.redis.eval(SET_IF_NEWER, 1, this.key, tsField, String(ts), ...others.flatMap(([f, v]) => [f, String(v)]));
+  }
+  protected async increment(f: string, by: number): Promise<void> {
+    await this.redis.hincrbyfloat(this.key, f, by);
+  }
+  async samples(): Promise<Sample[]> {
+    return BaseRecorder.parse(Object.entries(await this.redis.hgetall(this.key)));
+  }
+}
+
+/** For inline runs without Redis: state dies with the process. */
+export class MemoryMetricsRecorder extends BaseRecorder {
+  readonly state = new Map<string, string>();
+  protected async setIfNewer(tsField: string, ts: number, others: Array<[string, number]>): Promise<void> {
+    const current = this.state.get(tsField);
+    if (current !== undefined && Number(current) > ts) return;
+    this.state.set(tsField, String(ts));
+    for (const [f, v] of others) this.state.set(f, String(v));
+  }
+  protected async increment(f: string, by: number): Promise<void> {
+    this.state.set(f, String(Number(this.state.get(f) ?? 0) + by));
+  }
+  async samples(): Promise<Sample[]> {
+    return BaseRecorder.parse(this.state.entries());
+  }
+}

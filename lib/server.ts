@@ -1,0 +1,56 @@
+import { timingSafeEqual, createHash } from 'node:crypto';
+import { createBullBoard } from '@bull-board/api';
+import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
+import { FastifyAdapter } from '@bull-board/fastify';
+import Fastify, { type FastifyInstance } from 'fastify';
+import type { Config } from './config/schema.js';
+import { renderMetrics, type QueueDepth } from './metrics/exporter.js';
+import type { MetricsRecorder } from './metrics/recorder.js';
+import type { QueueSet } from '../queue/queues.js';
+
+export const BOARD_PATH = '/queues';
+
+/** Constant-time string comparison (hashing first equalises lengths). */
+export function safeEqual(a: string, b: string): boolean {
+  const digest = (s: string) => createHash('sha256').update(s).digest();
+  return timingSafeEqual(digest(a), digest(b));
+}
+
+export interface ServerOptions {
+  config: Config;
+  recorder: MetricsRecorder;
+  queues: QueueSet;
+}
+
+/** The HTTP side of `lifeboat serve`: /metrics, Bull Board, /healthz. */
+export async function buildServer({ config, recorder, queues }: ServerOptions): Promise<FastifyInstance> {
+  const app = Fastify({ logger: false, bodyLimit: 1024 * 1024 });
+  const depths = (): Promise<QueueDepth[]> => queues.depths();
+
+  app.get('/healthz', async () => ({ ok: true }));
+
+  app.get('/metrics', async (_request, reply) => {
+    const { contentType, body } = await renderMetrics(recorder, depths);
+    return reply.type(contentType).send(body);
+  });
+
+  const board = new FastifyAdapter();
+  createBullBoard({ queues: [...queues.queues.values()].map((q) => new BullMQAdapter(q)), serverAdapter: board });
+  board.setBasePath(BOARD_PATH);
+  const auth = config.server.board;
+  await app.register(
+    async (scope) => {
+      if (auth) {
+        scope.addHook('onRequest', async (request, reply) => {
+          const header = request.headers.authorization ?? '';
+          const [user, ...pass] = Buffer.from(header.replace(/^Basic /, ''), 'base64').toString('utf8').split(':');
+          const ok = header.startsWith('Basic ') && safeEqual(user ?? '', auth.username) && safeEqual(pass.join(':'), auth.password.reveal());
+          if (!ok) return reply.code(401).header('www-authenticate', 'Basic realm="lifeboat"').send('authentication required');
+        });
+      }
+      await scope.register(board.registerPlugin());
+    },
+    { prefix: BOARD_PATH },
+  );
+  return app;
+}

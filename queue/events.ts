@@ -1,0 +1,39 @@
+import { z } from 'zod';
+
+/** Every event a function can emit, with its payload schema. Subscribers receive the payload as input. */
+export const eventSchemas = {
+  /** A backup artifact and its manifest are on the target. */
+  'backup.uploaded': z.object({
+    dataset: z.string(),
+    kind: z.string(),
+    target: z.string(),
+    bucket: z.string(),
+    key: z.string(),
+    manifestKey: z.string().optional(),
+    etag: z.string().optional(),
+    size: z.number().int().nonnegative(),
+    sha256: z.string().optional(),
+    startedAt: z.string(),
+    finishedAt: z.string(),
+  }),
+  /** verifyObject re-read an artifact and it matched its manifest. */
+  'backup.verified': z.object({
+    dataset: z.string(),
+    kind: z.string(),
+    key: z.string(),
+    size: z.number().int().nonnegative(),
+    checkedAt: z.string(),
+  }),
+  /** verifyObject found an artifact that does not match its manifest. */
+  'backup.corrupt': z.object({
+    dataset: z.string(),
+    kind: z.string(),
+    key: z.string(),
+    checkedAt: z.string(),
+    reason: z.string(),
+  }),
+} as const;
+
+export type EventName = keyof typeof eventSchemas;
+export type EventPayload<E extends EventName> = z.infer<(typeof eventSchemas)[E]>;
+export const eventNames = Object.keys(eventSchemas) as EventName[];

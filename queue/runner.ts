@@ -1,0 +1,96 @@
+import { formatIssues } from '../lib/config/issues.js';
+import type { Deps } from '../lib/deps.js';
+import type { AnyFunction, Ctx } from './define.js';
+import { InvalidInputError, ShutdownError, TimeoutError, errorMessage, isPermanent } from './errors.js';
+import { eventSchemas, type EventName, type EventPayload } from './events.js';
+
+/** Delivers an event to its subscribers; the queue runtime and the inline runtime each provide one. */
+export type Emit = <E extends EventName>(event: E, payload: EventPayload<E>) => Promise<void>;
+
+export interface JobMeta {
+  jobId: string;
+  attempt: number;
+  maxAttempts: number;
+  /** When a job scheduler planned this run (ms), if it came from one. */
+  scheduledAt?: number;
+  /** When the job was created (ms). */
+  createdAt: number;
+}
+
+export interface RunContext {
+  deps: Deps;
+  emit: Emit;
+  /** Aborts running handlers when the process stops. */
+  shutdown?: AbortSignal;
+}
+
+/** The tick a run belongs to: an explicit `tick` in the payload, else the scheduler's slot, else creation time. */
+export function tickOf(data: unknown, meta: Pick<JobMeta, 'scheduledAt' | 'createdAt'>): Date {
+  const explicit = (data as { tick?: unknown } | null)?.tick;
+  if (typeof explicit === 'string' && !Number.isNaN(Date.parse(explicit))) return new Date(explicit);
+  return new Date(meta.scheduledAt ?? meta.createdAt);
+}
+
+/**
+ * Runs one attempt of a function: validate the payload, build ctx, enforce the timeout. The payload is
+ * unknown until the function's schema accepts it; if it does not, the handler never runs.
+ */
+export async function runFunction(fn: AnyFunction, data: unknown, meta: JobMeta, run: RunContext): Promise<unknown> {
+  const parsed = fn.input.safeParse(data);
+  if (!parsed.success) {
+    const error = new InvalidInputError(fn.name, formatIssues(parsed.error));
+    run.deps.logger.error({ fn: fn.name, jobId: meta.jobId, problems: error.problems }, 'invalid job payload; handler not called');
+    await run.deps.metrics.jobFailed(fn.name, undefined, undefined, run.deps.clock()).catch(() => {});
+    throw error;
+  }
+  const input = parsed.data as Record<string, unknown>;
+  const dataset = typeof input.dataset === 'string' ? input.dataset : undefined;
+  const log = run.deps.logger.child({ fn: fn.name, jobId: meta.jobId, dataset, attempt: meta.attempt });
+
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(new TimeoutError(fn.timeoutMs)), fn.timeoutMs);
+  const onShutdown = () => controller.abort(new ShutdownError());
+  if (run.shutdown?.aborted) onShutdown();
+  run.shutdown?.addEventListener('abort', onShutdown, { once: true });
+  const aborted = new Promise<never>((_, reject) => {
+    controller.signal.addEventListener('abort', () => reject(controller.signal.reason), { once: true });
+  });
+  aborted.catch(() => {});
+
+  const ctx: Ctx = {
+    fn: fn.name,
+    jobId: meta.jobId,
+    attempt: meta.attempt,
+    maxAttempts: meta.maxAttempts,
+    tick: tickOf(data, meta),
+    log,
+    signal: controller.signal,
+    deps: run.deps,
+    emit: async (event, payload) => {
+      const checked = eventSchemas[event].parse(payload) as typeof payload;
+      log.debug({ event }, 'emit');
+      await run.emit(event, checked);
+    },
+  };
+
+  const started = Date.now();
+  log.info({ maxAttempts: meta.maxAttempts, tick: ctx.tick.toISOString() }, 'job started');
+  try {
+    // The race makes the timeout hold even for a handler that ignores its signal.
+    const result = await Promise.race([fn.handler(input, ctx), aborted]);
+    log.info({ durationMs: Date.now() - started }, 'job succeeded');
+    return result;
+  } catch (caught) {
+    const err = controller.signal.aborted && !isPermanent(caught) ? controller.signal.reason : caught;
+    const final = isPermanent(err) || meta.attempt >= meta.maxAttempts;
+    log.error({ durationMs: Date.now() - started, err: errorMessage(err), final }, final ? 'job failed' : 'job attempt failed; will retry');
+    if (final) {
+      const kind = dataset ? run.deps.config.datasets.find((d) => d.id === dataset)?.kind : undefined;
+      await run.deps.metrics.jobFailed(fn.name, dataset, kind, run.deps.clock()).catch((e: unknown) => log.warn({ err: errorMessage(e) }, 'could not record failure metric'));
+    }
+    throw err;
+  } finally {
+    clearTimeout(timer);
+    run.shutdown?.removeEventListener('abort', onShutdown);
+  }
+}
