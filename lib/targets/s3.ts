@@ -2,6 +2,7 @@ import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import { Readable, pipeline } from 'node:stream';
 import {
+  AbortMultipartUploadCommand,
   CreateBucketCommand,
   DeleteObjectsCommand,
   GetObjectCommand,
@@ -88,16 +89,18 @@ export class S3Store implements TargetStore {
       queueSize: this.multipart.queueSize,
       leavePartsOnError: false,
     });
+    // Abort by failing the body: lib-storage then aborts the multipart upload itself. (Upload.abort()
+    // would reject at once and leave the in-flight upload behind.)
     const onAbort = () => {
       const reason = options.signal?.reason ?? new Error('aborted');
       hashing.destroy(reason instanceof Error ? reason : new Error(String(reason)));
-      void upload.abort();
     };
     options.signal?.throwIfAborted();
     options.signal?.addEventListener('abort', onAbort, { once: true });
     try {
       await upload.done();
     } catch (err) {
+      await this.#abandon(key, upload);
       // Prefer the body's own error (e.g. "pg_dumpall exited 1") over the SDK's wrapper.
       throw hashing.errored ?? err;
     } finally {
@@ -111,6 +114,15 @@ export class S3Store implements TargetStore {
       throw new Error(`${this.label}: ${key} has ${head.size} bytes after upload, expected ${hashing.bytes}`);
     }
     return { key, size: hashing.bytes, sha256: hashing.sha256, etag: head.etag };
+  }
+
+  /** Belt and braces: make sure a failed upload leaves no multipart upload behind. */
+  async #abandon(key: string, upload: Upload): Promise<void> {
+    const uploadId = (upload as unknown as { uploadId?: string }).uploadId;
+    if (!uploadId) return;
+    await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId })).catch(() => {
+      // NoSuchUpload: lib-storage already aborted it.
+    });
   }
 
   async putJson(key: string, value: unknown, options: { signal?: AbortSignal } = {}): Promise<PutResult> {

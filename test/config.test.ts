@@ -1,0 +1,128 @@
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { inspect } from 'node:util';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig, parseConfig } from '../lib/config/load.js';
+import { Secret } from '../lib/config/secret.js';
+
+function problems(raw: unknown, env: NodeJS.ProcessEnv = {}): string[] {
+  try {
+    parseConfig(raw, 'test', { env });
+  } catch (err) {
+    if (err instanceof ConfigError) return err.problems;
+    throw err;
+  }
+  return [];
+}
+
+const validDataset = {
+  id: 'main',
+  kind: 'postgres',
+  source: { mode: 'direct', url: 'postgres://postgres@db:5432/postgres', password: '${env:PGPASS}' },
+  target: { name: 'hub', bucket: 'postgres' },
+  schedule: '0 2 * * *',
+};
+const validHub = { kind: 's3', endpoint: 'http://pi.lan:9000', accessKeyId: '${env:HUB_KEY}', secretAccessKey: '${env:HUB_SECRET}' };
+const hubEnv = { HUB_KEY: 'k', HUB_SECRET: 's' };
+
+describe('config validation', () => {
+  it('names every bad field by its path', () => {
+    const found = problems({
+      targets: { hub: { kind: 's3', endpoint: 'not a url' }, local: { kind: 'dir', path: '/srv' } },
+      datasets: [
+        { ...validDataset, source: { ...validDataset.source, password: undefined }, target: { name: 'local', bucket: 'postgres' } },
+        { id: 'Bad_ID', kind: 'postgres', source: { mode: 'direct' }, target: { name: 'nowhere', bucket: 'b' }, schedule: 'every night' },
+      ],
+      server: { timezone: 'Mars/Olympus' },
+    });
+    expect(found).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/^targets\.hub\.endpoint: /),
+        'targets.hub.accessKeyId: Required',
+        'targets.hub.secretAccessKey: Required',
+        expect.stringMatching(/^datasets\[1\]\.id: must be/),
+        'datasets[1].source.url: Required',
+        expect.stringMatching(/^datasets\[1\]\.target\.bucket: must be a valid S3 bucket name/),
+        expect.stringMatching(/^datasets\[1\]\.schedule: must be a cron pattern/),
+        expect.stringMatching(/^server\.timezone: must be an IANA time zone/),
+      ]),
+    );
+    // datasets[0] is fine apart from nothing: it must not be blamed.
+    expect(found.filter((p) => p.startsWith('datasets[0]'))).toEqual([]);
+  });
+
+  it('reports a dataset whose target does not exist, and duplicate ids', () => {
+    const found = problems(
+      { targets: { hub: validHub }, datasets: [validDataset, { ...validDataset, target: { name: 'pi', bucket: 'postgres' } }] },
+      { PGPASS: 'x', ...hubEnv },
+    );
+    expect(found).toContain('datasets[1].id: duplicate dataset id "main" (also datasets[0])');
+    expect(found).toContain('datasets[1].target.name: unknown target "pi" (known: hub)');
+  });
+
+  it('rejects unknown keys, so a typo is not silently ignored', () => {
+    expect(problems({ targets: {}, datasets: [], sever: {} })).toEqual([expect.stringMatching(/^Unrecognized key: "sever"/)]);
+  });
+
+  it('names a missing environment variable and an unreadable secret file, never a value', () => {
+    const found = problems({ targets: { hub: { ...validHub, secretAccessKey: '${file:/run/secrets/hub}' } } }, { HUB_KEY: undefined });
+    expect(found).toContain('targets.hub.accessKeyId: environment variable HUB_KEY is not set');
+    expect(found).toContain('targets.hub.secretAccessKey: secret file /run/secrets/hub cannot be read (ENOENT)');
+  });
+
+  it('refuses an inline secret without echoing it', () => {
+    const found = problems({ targets: { hub: { ...validHub, secretAccessKey: 'hunter2-inline-secret' } } }, hubEnv);
+    expect(found).toContain('targets.hub.secretAccessKey: must be a ${env:NAME} or ${file:/path} reference');
+    expect(found.join('\n')).not.toContain('hunter2');
+  });
+
+  it('refuses a password inside the postgres URL', () => {
+    const found = problems({ targets: { hub: validHub }, datasets: [{ ...validDataset, source: { mode: 'direct', url: 'postgres://u:topsecret@db/postgres' } }] }, { ...hubEnv, PGPASS: 'p' });
+    expect(found).toEqual([expect.stringMatching(/^datasets\[0\]\.source\.url: must be a valid URL without a password/)]);
+    expect(found.join('\n')).not.toContain('topsecret');
+  });
+
+  it('resolves secrets into values that never print', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'lb-config-'));
+    await writeFile(join(dir, 'hub'), 'file-secret-value\n');
+    const config = parseConfig({ targets: { hub: { ...validHub, secretAccessKey: `\${file:${join(dir, 'hub')}}` } } }, 'test', { env: { HUB_KEY: 'env-secret-value' } });
+    const hub = config.targets.hub!;
+    if (hub.kind !== 's3') throw new Error('expected s3');
+    expect(hub.accessKeyId).toBeInstanceOf(Secret);
+    expect(hub.accessKeyId.reveal()).toBe('env-secret-value');
+    expect(hub.secretAccessKey.reveal()).toBe('file-secret-value');
+    const printed = JSON.stringify(config) + inspect(config, { depth: 10 }) + String(hub.secretAccessKey);
+    expect(printed).not.toContain('env-secret-value');
+    expect(printed).not.toContain('file-secret-value');
+  });
+
+  it('fills defaults', () => {
+    const config = parseConfig({ targets: { hub: validHub }, datasets: [validDataset] }, 'test', { env: { ...hubEnv, PGPASS: 'p' } });
+    expect(config.redis).toEqual({ url: 'redis://127.0.0.1:6379', prefix: 'lifeboat' });
+    expect(config.server).toMatchObject({ host: '127.0.0.1', port: 9465, timezone: 'UTC' });
+    expect(config.datasets[0]).toMatchObject({ compression: 'gzip', retention: { daily: 14 }, target: { prefix: '' } });
+  });
+});
+
+describe('loadConfig', () => {
+  it('uses ./lifeboat.yaml, else LIFEBOAT_CONFIG, else the embedded defaults', async () => {
+    const empty = await mkdtemp(join(tmpdir(), 'lb-config-'));
+    const defaults = await loadConfig({ cwd: empty, env: {} });
+    expect(defaults.source).toBe('embedded defaults');
+    expect(defaults.config.targets.local).toEqual({ kind: 'dir', path: join(empty, '.lifeboat/data') });
+
+    await writeFile(join(empty, 'lifeboat.yaml'), 'targets:\n  local: { kind: dir, path: backups }\n');
+    expect((await loadConfig({ cwd: empty, env: {} })).config.targets.local).toEqual({ kind: 'dir', path: join(empty, 'backups') });
+
+    await writeFile(join(empty, 'other.yaml'), 'targets: {}\n');
+    expect((await loadConfig({ cwd: empty, env: { LIFEBOAT_CONFIG: 'other.yaml' } })).config.targets).toEqual({});
+  });
+
+  it('fails on a named file that does not exist, and on broken YAML', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'lb-config-'));
+    await expect(loadConfig({ cwd: dir, file: 'missing.yaml' })).rejects.toThrow(/cannot read config file \(ENOENT\)/);
+    await writeFile(join(dir, 'broken.yaml'), 'targets: [unclosed\n');
+    await expect(loadConfig({ cwd: dir, file: 'broken.yaml' })).rejects.toThrow(/YAML:/);
+  });
+});

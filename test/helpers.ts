@@ -1,0 +1,83 @@
+import { randomUUID } from 'node:crypto';
+import { CreateBucketCommand, DeleteBucketCommand, DeleteObjectsCommand, ListMultipartUploadsCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
+import { inject } from 'vitest';
+import { parseConfig } from '../lib/config/load.js';
+import type { Config } from '../lib/config/schema.js';
+import { silentLogger } from '../lib/logger.js';
+import { libpqEnv } from '../lib/postgres/connection.js';
+import { capture } from '../lib/postgres/process.js';
+import { createS3Client } from '../lib/targets/s3.js';
+
+export const PG_URL = 'postgres://postgres@127.0.0.1:5432/postgres';
+export const REDIS_URL = 'redis://127.0.0.1:6379';
+
+export function s3Env() {
+  return inject('s3');
+}
+
+export function s3Client(): S3Client {
+  const s3 = s3Env();
+  return createS3Client({ endpoint: s3.endpoint, region: 'us-east-1', forcePathStyle: true, accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey });
+}
+
+/** A new, empty bucket on the test RGW. */
+export async function createBucket(client: S3Client, name = `lb-test-${randomUUID().slice(0, 13)}`): Promise<string> {
+  await client.send(new CreateBucketCommand({ Bucket: name }));
+  return name;
+}
+
+export async function removeBucket(client: S3Client, bucket: string): Promise<void> {
+  for (;;) {
+    const page = await client.send(new ListObjectsV2Command({ Bucket: bucket }));
+    if (!page.Contents?.length) break;
+    await client.send(new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: page.Contents.map((o) => ({ Key: o.Key! })) } }));
+  }
+  await client.send(new DeleteBucketCommand({ Bucket: bucket })).catch(() => {});
+}
+
+export async function listKeys(client: S3Client, bucket: string, prefix = ''): Promise<string[]> {
+  const page = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix || undefined }));
+  return (page.Contents ?? []).map((o) => o.Key!);
+}
+
+export async function multipartUploads(client: S3Client, bucket: string): Promise<string[]> {
+  const r = await client.send(new ListMultipartUploadsCommand({ Bucket: bucket }));
+  return (r.Uploads ?? []).map((u) => u.Key!);
+}
+
+/** Env holding the test S3 credentials, for ${env:...} references in test configs. */
+export function testEnv(): NodeJS.ProcessEnv {
+  const s3 = s3Env();
+  return { ...process.env, TEST_S3_ACCESS_KEY: s3.accessKeyId, TEST_S3_SECRET_KEY: s3.secretAccessKey };
+}
+
+/** A validated config with one s3 target "hub" on the test RGW and the given datasets. */
+export function testConfig(raw: { datasets?: unknown[]; targets?: Record<string, unknown>; redisPrefix?: string; server?: Record<string, unknown> } = {}): Config {
+  return parseConfig(
+    {
+      redis: { url: REDIS_URL, prefix: raw.redisPrefix ?? `lbtest-${randomUUID().slice(0, 8)}` },
+      targets: {
+        hub: { kind: 's3', endpoint: s3Env().endpoint, accessKeyId: '${env:TEST_S3_ACCESS_KEY}', secretAccessKey: '${env:TEST_S3_SECRET_KEY}', partSizeMiB: 5, queueSize: 2 },
+        ...raw.targets,
+      },
+      datasets: raw.datasets ?? [],
+      server: { port: 0, shutdownGraceMs: 2000, ...raw.server },
+    },
+    'test config',
+    { env: testEnv() },
+  );
+}
+
+export const logger = silentLogger;
+
+export async function psql(url: string, sql: string): Promise<string> {
+  return (await capture('psql', ['-X', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '--dbname', url, '-c', sql], { env: libpqEnv({ url }) })).trim();
+}
+
+/** A fresh database on the shared test server, named for the test file; drop() removes it. */
+export async function freshDatabase(label: string): Promise<{ name: string; url: string; drop(): Promise<void> }> {
+  const name = `lb_${label}_${randomUUID().slice(0, 8)}`.replace(/[^a-z0-9_]/g, '_');
+  await psql(PG_URL, `create database ${name}`);
+  const url = `postgres://postgres@127.0.0.1:5432/${name}`;
+  return { name, url, drop: () => psql(PG_URL, `drop database if exists ${name} with (force)`).then(() => {}) };
+}
