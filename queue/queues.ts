@@ -1,4 +1,5 @@
-import { Job, Queue, QueueEvents, type JobsOptions } from 'bullmq';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Job, Queue, type JobsOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { formatIssues } from '../lib/config/issues.js';
 import type { Config } from '../lib/config/schema.js';
@@ -65,18 +66,20 @@ export class QueueSet {
     };
   }
 
-  /** Waits until a job completes (its return value) or fails for good (its failure reason, thrown). */
+  /**
+   * Waits until a job completes (its return value) or fails for good (its failure reason, thrown).
+   * Polls the job's state: QueueEvents can miss an event that lands while its first read is being set up.
+   */
   async waitFor(name: string, jobId: string, timeoutMs: number): Promise<unknown> {
-    const connection = this.connection.duplicate();
-    const events = new QueueEvents(name, { connection, prefix: this.prefix });
-    try {
-      await events.waitUntilReady();
+    const deadline = Date.now() + timeoutMs;
+    for (let delay = 25; ; delay = Math.min(delay * 2, 500)) {
       const job = await Job.fromId(this.queue(name), jobId);
       if (!job) throw new Error(`job ${jobId} not found in queue ${name}`);
-      return await job.waitUntilFinished(events, timeoutMs);
-    } finally {
-      await events.close();
-      connection.disconnect();
+      const state = await job.getState();
+      if (state === 'completed') return job.returnvalue;
+      if (state === 'failed') throw new Error(job.failedReason);
+      if (Date.now() >= deadline) throw new Error(`job ${name} ${jobId} did not finish within ${timeoutMs} ms (state: ${state})`);
+      await sleep(delay);
     }
   }
 

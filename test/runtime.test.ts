@@ -105,7 +105,7 @@ describe('runtime on real Redis', () => {
     const app = await start([producer, consumer]);
     await app.startWorkers();
     const job = await app.queues.enqueue('producer', { dataset: 'pg' });
-    expect((await outcome(app, 'producer', job.id!)).ok).toBe(true);
+    expect(await outcome(app, 'producer', job.id!)).toEqual({ ok: true, value: null });
     const deadline = Date.now() + 10_000;
     while (verified.length < 2 && Date.now() < deadline) await sleep(50);
     await sleep(300); // give a wrongly duplicated job the chance to run

@@ -176,7 +176,8 @@ program
   .option('--no-serve', 'exit once the backup is verified')
   .action(async (opts: { database?: string; serve?: boolean }) => {
     const loaded = await config();
-    const exitCode = await runDemo(loaded, logger(), { database: opts.database, serve: opts.serve ?? Boolean(process.stdout.isTTY), onSignals });
+    // The demo prints its own story; only warnings and errors from the logs.
+    const exitCode = await runDemo(loaded, createLogger({ level: process.env.LOG_LEVEL ?? 'warn' }), { database: opts.database, serve: opts.serve ?? Boolean(process.stdout.isTTY), onSignals });
     if (exitCode !== undefined) process.exitCode = exitCode;
   });
 

@@ -3,7 +3,7 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import { embeddedDefaults } from './defaults.js';
 import { formatIssues } from './issues.js';
-import { configSchema, type Config } from './schema.js';
+import { configSchema, crossReferenceIssues, type Config } from './schema.js';
 
 export const DEFAULT_CONFIG_FILE = 'lifeboat.yaml';
 
@@ -55,7 +55,8 @@ export async function loadConfig(options: LoadOptions = {}): Promise<LoadedConfi
 /** Validates a raw config object. Relative `dir` target paths resolve against baseDir. */
 export function parseConfig(raw: unknown, source: string, options: { env?: NodeJS.ProcessEnv; baseDir?: string } = {}): Config {
   const result = configSchema(options.env).safeParse(raw);
-  if (!result.success) throw new ConfigError(source, formatIssues(result.error));
+  const problems = [...(result.success ? [] : formatIssues(result.error)), ...crossReferenceIssues(raw)];
+  if (!result.success || problems.length > 0) throw new ConfigError(source, problems);
   const config = result.data;
   const baseDir = options.baseDir ?? process.cwd();
   for (const target of Object.values(config.targets)) {

@@ -123,26 +123,37 @@ export function configSchema(env: NodeJS.ProcessEnv = process.env) {
     shutdownGraceMs: z.int().min(0).default(30_000),
   });
 
-  return z
-    .strictObject({
-      redis: redis.prefault({}),
-      targets: z.record(id, z.discriminatedUnion('kind', [s3Target, dirTarget])),
-      datasets: z.array(dataset).default([]),
-      server: server.prefault({}),
-    })
-    .superRefine((config, ctx) => {
-      const seen = new Map<string, number>();
-      config.datasets.forEach((dataset, index) => {
-        const first = seen.get(dataset.id);
-        if (first !== undefined) {
-          ctx.addIssue({ code: 'custom', path: ['datasets', index, 'id'], message: `duplicate dataset id "${dataset.id}" (also datasets[${first}])` });
-        } else seen.set(dataset.id, index);
-        if (!(dataset.target.name in config.targets)) {
-          const known = Object.keys(config.targets).join(', ') || 'none';
-          ctx.addIssue({ code: 'custom', path: ['datasets', index, 'target', 'name'], message: `unknown target "${dataset.target.name}" (known: ${known})` });
-        }
-      });
-    });
+  return z.strictObject({
+    redis: redis.prefault({}),
+    targets: z.record(id, z.discriminatedUnion('kind', [s3Target, dirTarget])),
+    datasets: z.array(dataset).default([]),
+    server: server.prefault({}),
+  });
+}
+
+/**
+ * Checks between sections (dataset → target, unique ids). Runs on the raw input, so they are reported
+ * together with field errors instead of only after every field is fixed.
+ */
+export function crossReferenceIssues(raw: unknown): string[] {
+  const issues: string[] = [];
+  const root = (raw ?? {}) as { targets?: unknown; datasets?: unknown };
+  const targets = root.targets && typeof root.targets === 'object' ? Object.keys(root.targets) : [];
+  if (!Array.isArray(root.datasets)) return issues;
+  const seen = new Map<string, number>();
+  root.datasets.forEach((dataset: unknown, index) => {
+    const d = (dataset ?? {}) as { id?: unknown; target?: { name?: unknown } };
+    if (typeof d.id === 'string') {
+      const first = seen.get(d.id);
+      if (first !== undefined) issues.push(`datasets[${index}].id: duplicate dataset id "${d.id}" (also datasets[${first}])`);
+      else seen.set(d.id, index);
+    }
+    const name = d.target?.name;
+    if (typeof name === 'string' && !targets.includes(name)) {
+      issues.push(`datasets[${index}].target.name: unknown target "${name}" (known: ${targets.join(', ') || 'none'})`);
+    }
+  });
+  return issues;
 }
 
 export type Config = z.output<ReturnType<typeof configSchema>>;

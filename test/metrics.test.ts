@@ -1,0 +1,93 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { openApp, type App } from '../lib/app.js';
+import { buildServer } from '../lib/server.js';
+import { allFunctions } from '../functions/index.js';
+import { logger, testConfig } from './helpers.js';
+
+// Real Redis: metric state must outlive the process that recorded it.
+const apps: App[] = [];
+afterEach(async () => {
+  await Promise.all(apps.splice(0).map((a) => a.close()));
+});
+
+async function open(prefix: string, server: Record<string, unknown> = {}) {
+  const config = testConfig({ redisPrefix: prefix, server });
+  const app = await openApp(config, logger(), { functions: allFunctions });
+  apps.push(app);
+  const http = await buildServer({ config, recorder: app.recorder, queues: app.queues });
+  return { app, http, config };
+}
+
+const uploaded = (finishedAt: string, size: number) => ({
+  dataset: 'main', kind: 'postgres', target: 'hub', bucket: 'postgres', key: `main/${finishedAt}/pg_dumpall.sql.gz`, size, startedAt: '2026-11-26T01:59:00Z', finishedAt,
+});
+
+describe('/metrics', () => {
+  it('serves state persisted in Redis: a restarted serve shows the same values', async () => {
+    const prefix = `lbtest-metrics-${Date.now()}`;
+    const first = await open(prefix);
+    await first.app.emit('backup.uploaded', uploaded('2026-11-26T02:00:00Z', 1234));
+    await first.app.emit('backup.corrupt', { dataset: 'main', kind: 'postgres', key: 'k', checkedAt: '2026-11-26T02:01:00Z', reason: 'sha256' });
+    await first.app.deps.metrics.jobFailed('dumpPostgres', 'main', 'postgres', new Date('2026-11-26T03:00:00Z'));
+    const before = (await first.http.inject({ method: 'GET', url: '/metrics' })).body;
+    await first.http.close();
+    await first.app.close();
+    apps.splice(0);
+
+    const second = await open(prefix);
+    const after = (await second.http.inject({ method: 'GET', url: '/metrics' })).body;
+    const lines = (text: string) => text.split('\n').filter((l) => l.startsWith('lifeboat_') && !l.startsWith('lifeboat_queue_jobs'));
+    expect(lines(after)).toEqual(lines(before));
+    expect(after).toContain('lifeboat_backup_last_success_timestamp_seconds{dataset="main",kind="postgres"} 1795658400');
+    expect(after).toContain('lifeboat_backup_size_bytes{dataset="main",kind="postgres"} 1234');
+    expect(after).toContain('lifeboat_backup_duration_seconds{dataset="main",kind="postgres"} 60');
+    expect(after).toContain('lifeboat_verify_failures_total{dataset="main",kind="postgres"} 1');
+    expect(after).toContain('lifeboat_job_failures_total{fn="dumpPostgres"} 1');
+    expect(after).toContain('lifeboat_backup_last_failure_timestamp_seconds{dataset="main",kind="postgres",fn="dumpPostgres"} 1795662000');
+    expect(after).toMatch(/# TYPE lifeboat_verify_failures_total counter/);
+    await second.app.redis.del(`${prefix}:metrics`);
+  });
+
+  it('a late event for an older backup never moves last-success or size backwards', async () => {
+    const { app, http } = await open(`lbtest-metrics-late-${Date.now()}`);
+    await app.emit('backup.uploaded', uploaded('2026-11-26T02:00:00Z', 2000));
+    await app.emit('backup.uploaded', uploaded('2026-11-25T02:00:00Z', 1000));
+    const body = (await http.inject({ method: 'GET', url: '/metrics' })).body;
+    expect(body).toContain('lifeboat_backup_last_success_timestamp_seconds{dataset="main",kind="postgres"} 1795658400');
+    expect(body).toContain('lifeboat_backup_size_bytes{dataset="main",kind="postgres"} 2000');
+  });
+
+  it('shows queue depth per function', async () => {
+    const { app, http } = await open(`lbtest-metrics-depth-${Date.now()}`);
+    await app.queues.enqueue('dumpPostgres', { dataset: 'main' });
+    await app.queues.enqueue('dumpPostgres', { dataset: 'main' });
+    const body = (await http.inject({ method: 'GET', url: '/metrics' })).body;
+    expect(body).toContain('lifeboat_queue_jobs{fn="dumpPostgres",state="waiting"} 2');
+    expect(body).toContain('lifeboat_queue_jobs{fn="verifyObject",state="waiting"} 0');
+  });
+});
+
+describe('Bull Board', () => {
+  it('lists every function queue at /queues', async () => {
+    const { http } = await open(`lbtest-board-${Date.now()}`);
+    const page = await http.inject({ method: 'GET', url: '/queues' });
+    expect(page.statusCode).toBe(200);
+    expect(page.headers['content-type']).toMatch(/text\/html/);
+    const api = await http.inject({ method: 'GET', url: '/queues/api/queues' });
+    expect(api.statusCode).toBe(200);
+    const names = (api.json() as { queues: Array<{ name: string }> }).queues.map((q) => q.name).sort();
+    expect(names).toEqual(['dumpPostgres', 'verifyObject']);
+  });
+
+  it('asks for basic auth when configured, and compares it in constant time', async () => {
+    process.env.TEST_BOARD_PASSWORD = 'board-pass';
+    const { http } = await open(`lbtest-board-auth-${Date.now()}`, { board: { username: 'ops', password: '${env:TEST_BOARD_PASSWORD}' } });
+    expect((await http.inject({ method: 'GET', url: '/queues' })).statusCode).toBe(401);
+    const wrong = Buffer.from('ops:nope').toString('base64');
+    expect((await http.inject({ method: 'GET', url: '/queues', headers: { authorization: `Basic ${wrong}` } })).statusCode).toBe(401);
+    const right = Buffer.from('ops:board-pass').toString('base64');
+    expect((await http.inject({ method: 'GET', url: '/queues/api/queues', headers: { authorization: `Basic ${right}` } })).statusCode).toBe(200);
+    // /metrics stays open for Prometheus.
+    expect((await http.inject({ method: 'GET', url: '/metrics' })).statusCode).toBe(200);
+  });
+});
