@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=2
 import { Command, CommanderError, Option } from 'commander';
 import type { Logger } from 'pino';
 import { allFunctions } from '../../functions/index.js';

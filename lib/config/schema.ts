@@ -62,9 +62,9 @@ export function configSchema(env: NodeJS.ProcessEnv = process.env) {
     forcePathStyle: z.boolean().default(true),
     accessKeyId: secret,
     secretAccessKey: secret,
-    /** Multipart part size and parallel parts: memory is about partSizeMiB × (queueSize + 1). */
+    /** Multipart part size and parts in flight: upload buffers take exactly partSizeMiB × (queueSize + 1). */
     partSizeMiB: z.int().min(5).max(512).default(16),
-    queueSize: z.int().min(1).max(16).default(4),
+    queueSize: z.int().min(1).max(16).default(2),
   });
   const dirTarget = z.strictObject({
     kind: z.literal('dir'),

@@ -2,7 +2,6 @@ import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import { Readable, pipeline } from 'node:stream';
 import {
-  AbortMultipartUploadCommand,
   CreateBucketCommand,
   DeleteObjectsCommand,
   GetObjectCommand,
@@ -12,9 +11,9 @@ import {
   S3Client,
   S3ServiceException,
 } from '@aws-sdk/client-s3';
-import { Upload } from '@aws-sdk/lib-storage';
 import type { S3TargetConfig } from '../config/schema.js';
 import { HashingStream } from './hash.js';
+import { uploadStream } from './multipart.js';
 import { ObjectNotFoundError, type HeadResult, type ObjectInfo, type PutOptions, type PutResult, type TargetStore } from './store.js';
 
 export interface S3Connection {
@@ -30,7 +29,7 @@ export interface S3Connection {
  * checksums only when required (otherwise streaming PUTs go out aws-chunked and RGW answers 411).
  */
 export function createS3Client(connection: S3Connection): S3Client {
-  return new S3Client({
+  const client = new S3Client({
     endpoint: connection.endpoint,
     region: connection.region,
     forcePathStyle: connection.forcePathStyle,
@@ -42,6 +41,17 @@ export function createS3Client(connection: S3Connection): S3Client {
       httpsAgent: new HttpsAgent({ keepAlive: true, maxSockets: 64 }),
     },
   });
+  // Upload bodies are not hashed for the signature: we hash every stream ourselves (sha256 in the
+  // manifest, re-checked by verifyObject), and hashing each part twice costs CPU the dump needs.
+  client.middlewareStack.add(
+    (next) => async (args) => {
+      const request = args.request as { method?: string; headers?: Record<string, string> };
+      if (request.method === 'PUT' && request.headers) request.headers['x-amz-content-sha256'] = 'UNSIGNED-PAYLOAD';
+      return next(args);
+    },
+    { step: 'build', name: 'lifeboatUnsignedPayload' },
+  );
+  return client;
 }
 
 export function s3ConnectionFromConfig(config: S3TargetConfig): S3Connection {
@@ -74,39 +84,27 @@ export class S3Store implements TargetStore {
 
   async put(key: string, body: Readable, options: PutOptions = {}): Promise<PutResult> {
     const hashing = new HashingStream();
-    // pipeline() destroys `hashing` with body's error, which makes Upload fail and abort the multipart upload.
+    // pipeline() destroys `hashing` with body's error, which fails the upload and aborts it.
     pipeline(body, hashing, () => {});
-    const upload = new Upload({
-      client: this.client,
-      params: {
-        Bucket: this.bucket,
-        Key: key,
-        Body: hashing,
-        ContentType: options.contentType,
-        Metadata: options.metadata,
-      },
-      partSize: this.multipart.partSizeBytes,
-      queueSize: this.multipart.queueSize,
-      leavePartsOnError: false,
-    });
-    // Abort by failing the body: lib-storage then aborts the multipart upload itself. (Upload.abort()
-    // would reject at once and leave the in-flight upload behind.)
     const onAbort = () => {
-      const reason = options.signal?.reason ?? new Error('aborted');
-      hashing.destroy(reason instanceof Error ? reason : new Error(String(reason)));
+      const reason: unknown = options.signal?.reason;
+      hashing.destroy(reason instanceof Error ? reason : new Error('aborted'));
     };
-    options.signal?.throwIfAborted();
     options.signal?.addEventListener('abort', onAbort, { once: true });
     try {
-      await upload.done();
+      await uploadStream(
+        this.client,
+        { Bucket: this.bucket, Key: key, ContentType: options.contentType, Metadata: options.metadata },
+        hashing,
+        { partSize: this.multipart.partSizeBytes, queueSize: this.multipart.queueSize, signal: options.signal },
+      );
     } catch (err) {
-      await this.#abandon(key, upload);
-      // Prefer the body's own error (e.g. "pg_dumpall exited 1") over the SDK's wrapper.
+      hashing.destroy();
+      // Prefer the body's own error (e.g. "pg_dumpall exited 1") over the SDK's.
       throw hashing.errored ?? err;
     } finally {
       options.signal?.removeEventListener('abort', onAbort);
     }
-    if (hashing.errored) throw hashing.errored;
     // RGW answers CompleteMultipartUpload with an empty ETag; HEAD gives the real one.
     const head = await this.head(key, { signal: options.signal });
     if (!head) throw new Error(`${this.label}: ${key} is missing right after upload`);
@@ -114,15 +112,6 @@ export class S3Store implements TargetStore {
       throw new Error(`${this.label}: ${key} has ${head.size} bytes after upload, expected ${hashing.bytes}`);
     }
     return { key, size: hashing.bytes, sha256: hashing.sha256, etag: head.etag };
-  }
-
-  /** Belt and braces: make sure a failed upload leaves no multipart upload behind. */
-  async #abandon(key: string, upload: Upload): Promise<void> {
-    const uploadId = (upload as unknown as { uploadId?: string }).uploadId;
-    if (!uploadId) return;
-    await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId })).catch(() => {
-      // NoSuchUpload: lib-storage already aborted it.
-    });
   }
 
   async putJson(key: string, value: unknown, options: { signal?: AbortSignal } = {}): Promise<PutResult> {

@@ -22,7 +22,7 @@ die() { echo "rgw.sh: $*" >&2; exit 1; }
 wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
   local deadline=$((SECONDS + $1)) what=$2; shift 2
   until "$@" >/dev/null 2>&1; do
-    [ "$SECONDS" -lt "$deadline" ] || die "timed out waiting for $what (logs in $DIR)"
+    [ "$SECONDS" -lt "$deadline" ] || { echo "rgw.sh: timed out waiting for $what" >&2; tail -n 20 "$DIR"/*.log >&2 || true; return 1; }
     sleep 0.1
   done
 }
@@ -55,6 +55,8 @@ start() {
     command -v "$bin" >/dev/null || die "$bin not found; install: apt-get install -y --no-install-recommends ceph-mon ceph-osd radosgw ceph-common"
   done
   DIR=${1:-$(mktemp -d /tmp/lifeboat-rgw.XXXXXX)}
+  # A start that fails half-way must not leave daemons behind.
+  trap 'stop "$DIR"' ERR
   mkdir -p "$DIR/mon" "$DIR/osd" "$DIR/rgw" "$DIR/run"
   local fsid osd_uuid
   fsid=$(cat /proc/sys/kernel/random/uuid)
@@ -63,7 +65,7 @@ start() {
   local osd_store
   if [ "$RGW_STORE" = bluestore ]; then
     osd_store="osd objectstore = bluestore
-bluestore block path = $DIR/osd/block
+bluestore block path = $DIR/bluestore.img
 bluestore block create = true
 bluestore block size = 21474836480
 bluestore block db create = false
@@ -139,6 +141,7 @@ export S3_ENDPOINT=http://127.0.0.1:$RGW_PORT
 export S3_ACCESS_KEY=$ACCESS_KEY
 export S3_SECRET_KEY=$SECRET_KEY
 EOF
+  trap - ERR
   echo "$DIR"
 }
 
