@@ -1,4 +1,4 @@
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inspect } from 'node:util';
@@ -124,5 +124,24 @@ describe('loadConfig', () => {
     await expect(loadConfig({ cwd: dir, file: 'missing.yaml' })).rejects.toThrow(/cannot read config file \(ENOENT\)/);
     await writeFile(join(dir, 'broken.yaml'), 'targets: [unclosed\n');
     await expect(loadConfig({ cwd: dir, file: 'broken.yaml' })).rejects.toThrow(/YAML:/);
+  });
+});
+
+describe('docs/lifeboat.example.yaml', () => {
+  it('is a valid config (with its secrets provided)', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'lb-example-'));
+    const files: Record<string, string> = {};
+    // Point the example's secret files at temp files, as a deployment would mount them.
+    let yaml = await readFile('docs/lifeboat.example.yaml', 'utf8');
+    for (const match of yaml.matchAll(/\$\{file:([^}]+)\}/g)) {
+      const file = join(dir, match[1]!.replace(/\//g, '_'));
+      files[match[1]!] = file;
+      await writeFile(file, 'secret\n');
+    }
+    for (const [from, to] of Object.entries(files)) yaml = yaml.replaceAll(`\${file:${from}}`, `\${file:${to}}`);
+    await writeFile(join(dir, 'lifeboat.yaml'), yaml);
+    const { config } = await loadConfig({ cwd: dir, env: { HUB_POSTGRES_ACCESS_KEY: 'k' } });
+    expect(config.datasets.map((d) => d.id)).toEqual(['main-postgres']);
+    expect(config.server.timezone).toBe('Europe/Berlin');
   });
 });
