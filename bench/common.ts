@@ -1,43 +1,12 @@
 /** Shared pieces of the benchmark scripts: a bench RGW, rclone remotes, timing. Not used by tests. */
-import { execFileSync, spawn, type SpawnOptions } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { spawn, type SpawnOptions } from 'node:child_process';
+import { startRgw, type RgwInstance } from '../test/rgw/launch.js';
 
-export interface BenchRgw {
-  endpoint: string;
-  accessKeyId: string;
-  secretAccessKey: string;
-  stop(): void;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
+export type BenchRgw = RgwInstance;
 
 /** A fresh RGW on bluestore (a sparse file), so large runs do not fill the OSD's RAM. */
-export async function startBenchRgw(): Promise<BenchRgw> {
-  const env = { ...process.env, RGW_STORE: 'bluestore', RGW_PORT: String(await freePort()), MON_PORT: String(await freePort()) };
-  const dir = execFileSync('test/rgw/rgw.sh', ['start'], { env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim();
-  const vars = Object.fromEntries(
-    readFileSync(`${dir}/env`, 'utf8')
-      .split('\n')
-      .map((l) => /^export (\w+)=(.*)$/.exec(l))
-      .filter((m): m is RegExpExecArray => m !== null)
-      .map((m) => [m[1], m[2]]),
-  ) as Record<string, string>;
-  return {
-    endpoint: vars.S3_ENDPOINT!,
-    accessKeyId: vars.S3_ACCESS_KEY!,
-    secretAccessKey: vars.S3_SECRET_KEY!,
-    stop: () => execFileSync('test/rgw/rgw.sh', ['stop', dir], { stdio: 'inherit' }),
-  };
+export function startBenchRgw(): Promise<BenchRgw> {
+  return startRgw({ store: 'bluestore' });
 }
 
 /** Environment for `rclone --config /dev/null` with one s3 remote per name, all on the bench RGW. */

@@ -16,7 +16,7 @@ import { manifestSchema, verifyRecordSchema } from '../lib/manifest.js';
 import { startThrowawayCluster, type ThrowawayCluster } from '../lib/postgres/cluster.js';
 import { libpqEnv } from '../lib/postgres/connection.js';
 import { runFunction } from '../queue/runner.js';
-import { createBucket, listKeys, logger, multipartUploads, psql, removeBucket, s3Client, testConfig } from './helpers.js';
+import { closeApps, createBucket, listKeys, logger, multipartUploads, psql, removeBucket, s3Client, testConfig } from './helpers.js';
 
 // Real PostgreSQL 15 (a throwaway cluster per file, so other test files' databases never race the dump),
 // real Redis, real Ceph RGW.
@@ -46,9 +46,7 @@ afterAll(async () => {
   client.destroy();
 });
 
-afterEach(async () => {
-  await Promise.all(apps.splice(0).map((a) => a.close()));
-});
+afterEach(async () => closeApps(apps));
 
 function config(overrides: Record<string, unknown> = {}, sourceOverrides: Record<string, unknown> = {}): Config {
   return testConfig({
@@ -119,6 +117,13 @@ describe('dumpPostgres → verifyObject on real Postgres, Redis and RGW', () => 
     }
     expect(verify).toMatchObject({ ok: true, actual: { size: bytes.length, sha256: sha256(bytes) } });
     expect(verify!.checks.map((c) => [c.name, c.ok])).toEqual([['manifest', true], ['size', true], ['sha256', true], ['gzip', true], ['pg_dumpall trailer', true]]);
+    // The same event again (a duplicate delivery) does not verify the same object twice.
+    await app.emit('backup.uploaded', {
+      dataset: 'main', kind: 'postgres', target: 'hub', bucket, key: result.key, etag: manifest.artifact.etag, size: bytes.length,
+      sha256: manifest.artifact.sha256, startedAt: manifest.startedAt, finishedAt: manifest.finishedAt,
+    });
+    await sleep(300);
+    expect(await app.queues.queue('verifyObject').getJobCounts('completed', 'waiting', 'active', 'delayed')).toEqual({ completed: 1, waiting: 0, active: 0, delayed: 0 });
     const samples = await app.recorder.samples();
     expect(samples).toContainEqual({ name: 'lifeboat_backup_size_bytes', labels: { dataset: 'main', kind: 'postgres' }, value: bytes.length });
     expect(samples.find((s) => s.name === 'lifeboat_verify_last_success_timestamp_seconds')?.value).toBeGreaterThan(0);
@@ -162,7 +167,8 @@ describe('dumpPostgres → verifyObject on real Postgres, Redis and RGW', () => 
     const { result } = await attempt(cfg, dumpPostgres, { dataset: 'main', tick });
     const key = (result as { key: string }).key;
     const bytes = await objectBytes(key);
-    bytes[Math.floor(bytes.length / 2)] ^= 0xff;
+    const middle = Math.floor(bytes.length / 2);
+    bytes[middle] = bytes[middle]! ^ 0xff;
     await client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: bytes }));
 
     const deps = openLocal(cfg, logger());
@@ -239,6 +245,7 @@ describe('dumpPostgres against a server that requires a password', () => {
     expect(failure).toMatchObject({ name: 'PermanentError', message: expect.stringMatching(/password authentication failed for user "postgres"/) });
     expect(String((failure as Error).message)).not.toContain('wrong-password');
     expect(await listKeys(client, bucket, 'sec/')).toEqual([]);
+    expect(await multipartUploads(client, bucket)).toEqual([]);
   });
 
   it('the right password from an env reference works', async () => {

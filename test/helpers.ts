@@ -1,6 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { CreateBucketCommand, DeleteBucketCommand, DeleteObjectsCommand, ListMultipartUploadsCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
+import { Redis } from 'ioredis';
 import { inject } from 'vitest';
+import type { App } from '../lib/app.js';
 import { parseConfig } from '../lib/config/load.js';
 import type { Config } from '../lib/config/schema.js';
 import { silentLogger } from '../lib/logger.js';
@@ -80,4 +82,19 @@ export async function freshDatabase(label: string): Promise<{ name: string; url:
   await psql(PG_URL, `create database ${name}`);
   const url = `postgres://postgres@127.0.0.1:5432/${name}`;
   return { name, url, drop: () => psql(PG_URL, `drop database if exists ${name} with (force)`).then(() => {}) };
+}
+
+/** Closes apps opened by a test and deletes every Redis key under their prefixes. */
+export async function closeApps(apps: App[]): Promise<void> {
+  const closing = apps.splice(0);
+  await Promise.all(closing.map((a) => a.close()));
+  const redis = new Redis(REDIS_URL);
+  try {
+    for (const prefix of new Set(closing.map((a) => a.config.redis.prefix))) {
+      const keys = await redis.keys(`${prefix}:*`);
+      if (keys.length) await redis.del(...keys);
+    }
+  } finally {
+    redis.disconnect();
+  }
 }

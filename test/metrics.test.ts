@@ -2,13 +2,11 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { openApp, type App } from '../lib/app.js';
 import { buildServer } from '../lib/server.js';
 import { allFunctions } from '../functions/index.js';
-import { logger, testConfig } from './helpers.js';
+import { closeApps, logger, testConfig } from './helpers.js';
 
 // Real Redis: metric state must outlive the process that recorded it.
 const apps: App[] = [];
-afterEach(async () => {
-  await Promise.all(apps.splice(0).map((a) => a.close()));
-});
+afterEach(async () => closeApps(apps));
 
 async function open(prefix: string, server: Record<string, unknown> = {}) {
   const config = testConfig({ redisPrefix: prefix, server });
@@ -32,7 +30,7 @@ describe('/metrics', () => {
     const before = (await first.http.inject({ method: 'GET', url: '/metrics' })).body;
     await first.http.close();
     await first.app.close();
-    apps.splice(0);
+    apps.splice(0); // closed by hand: the next open must find the state in Redis
 
     const second = await open(prefix);
     const after = (await second.http.inject({ method: 'GET', url: '/metrics' })).body;
@@ -45,7 +43,6 @@ describe('/metrics', () => {
     expect(after).toContain('lifeboat_job_failures_total{fn="dumpPostgres"} 1');
     expect(after).toContain('lifeboat_backup_last_failure_timestamp_seconds{dataset="main",kind="postgres",fn="dumpPostgres"} 1795662000');
     expect(after).toMatch(/# TYPE lifeboat_verify_failures_total counter/);
-    await second.app.redis.del(`${prefix}:metrics`);
   });
 
   it('a late event for an older backup never moves last-success or size backwards', async () => {

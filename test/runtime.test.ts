@@ -7,13 +7,11 @@ import { defineFunction, type AnyFunction, type Ctx } from '../queue/define.js';
 import { PermanentError } from '../queue/errors.js';
 import { runInline } from '../queue/inline.js';
 import { syncSchedulers } from '../triggers/cron.js';
-import { logger, testConfig } from './helpers.js';
+import { closeApps, logger, testConfig } from './helpers.js';
 
 // Real Redis; every test gets its own key prefix, so its queues are fresh.
 const apps: App[] = [];
-afterEach(async () => {
-  await Promise.all(apps.splice(0).map((a) => a.close()));
-});
+afterEach(async () => closeApps(apps));
 
 async function start(functions: AnyFunction[], config: Config = testConfig()): Promise<App> {
   const app = await openApp(config, logger(), { functions });

@@ -1,8 +1,8 @@
 import { access, chown, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
+import { freePort } from '../net.js';
 import { capture } from './process.js';
 
 export interface ThrowawayCluster {
@@ -31,17 +31,6 @@ export async function findServerBinaries(options: { binDir?: string; major?: num
     if (dir && (await exists(join(dir, 'initdb')))) return dir;
   }
   throw new Error(`initdb not found${options.major ? ` for PostgreSQL ${options.major}` : ''}; install the PostgreSQL server package or configure its bin directory`);
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 /**
