@@ -4,8 +4,8 @@ import { z } from 'zod';
 import { requireDataset } from '../lib/datasets.js';
 import { backupDir, MANIFEST_FILE } from '../lib/layout.js';
 import { LIFEBOAT_VERSION, type Manifest } from '../lib/manifest.js';
-import { isPermanentConnectionFailure, serverInfo, toolVersion, type PostgresConnection } from '../lib/postgres/connection.js';
-import { dumpallStream } from '../lib/postgres/dumpall.js';
+import { databaseStats, isPermanentConnectionFailure, serverInfo, toolVersion } from '../lib/postgres/connection.js';
+import { requireDumpallTrailer } from '../lib/postgres/dumpall.js';
 import { CommandError } from '../lib/postgres/process.js';
 import { cronPerDataset, defineFunction } from '../queue/define.js';
 import { PermanentError } from '../queue/errors.js';
@@ -33,21 +33,25 @@ export const dumpPostgres = defineFunction({
   async handler(input, ctx) {
     const dataset = requireDataset(ctx.deps.config, input.dataset, 'postgres');
     const source = dataset.source;
-    const connection: PostgresConnection = { url: source.url, password: source.password };
+    const runner = await ctx.deps.postgres(dataset);
     const startedAt = ctx.deps.clock();
 
-    const server = await serverInfo(source.psql, connection, ctx.signal).catch((err: unknown) => {
+    const server = await serverInfo(runner, ctx.signal).catch((err: unknown) => {
       throw classify(err, `cannot reach the server of dataset ${dataset.id}`);
     });
-    const client = await toolVersion(source.pgDumpall, ctx.signal).catch((err: unknown) => {
-      throw classify(err, `cannot run ${source.pgDumpall}`);
+    const client = await toolVersion(runner, 'pg_dumpall', ctx.signal).catch((err: unknown) => {
+      throw classify(err, `cannot run pg_dumpall (${runner.label})`);
     });
     if (client.major < server.major) {
       throw new PermanentError(
-        `${source.pgDumpall} is version ${client.major} but the server of dataset ${dataset.id} runs ${server.version}; ` +
+        `pg_dumpall (${runner.label}) is version ${client.major} but the server of dataset ${dataset.id} runs ${server.version}; ` +
           `an older pg_dumpall cannot dump a newer server reliably. Install the PostgreSQL ${server.major} client or set source.pgDumpall.`,
       );
     }
+    // Dump-time figures for the restore drill to compare against.
+    const stats = await databaseStats(runner, server.databases, ctx.signal).catch((err: unknown) => {
+      throw classify(err, `cannot read table statistics of dataset ${dataset.id}`);
+    });
 
     const gzip = dataset.compression === 'gzip';
     const dir = backupDir(dataset, ctx.tick);
@@ -55,8 +59,8 @@ export const dumpPostgres = defineFunction({
     const store = ctx.deps.storeFor(dataset);
     ctx.log.info({ key, server: server.version, client: client.text, databases: server.databases.length }, 'dumping');
 
-    const dump = dumpallStream(source.pgDumpall, connection, { signal: ctx.signal });
     // pipeline() passes any stage's error to the last stream, so the upload fails and leaves nothing.
+    const dump = pipeline(runner.stream('pg_dumpall', [], { signal: ctx.signal }), requireDumpallTrailer(), () => {});
     const body: Readable = gzip ? pipeline(dump, createGzip({ level: dataset.compressionLevel }), () => {}) : dump;
     const contentType = gzip ? 'application/gzip' : 'application/sql';
     const stored = await store.put(key, body, { contentType, metadata: { 'lifeboat-dataset': dataset.id }, signal: ctx.signal }).catch((err: unknown) => {
@@ -64,7 +68,6 @@ export const dumpPostgres = defineFunction({
     });
 
     const finishedAt = ctx.deps.clock();
-    const url = new URL(source.url);
     const manifest: Manifest = {
       format: 'lifeboat.manifest/v1',
       dataset: dataset.id,
@@ -73,13 +76,12 @@ export const dumpPostgres = defineFunction({
       artifact: { key, size: stored.size, sha256: stored.sha256, etag: stored.etag, compression: dataset.compression, contentType, format: 'pg_dumpall' },
       source: {
         mode: source.mode,
-        host: url.hostname,
-        port: url.port || '5432',
-        user: decodeURIComponent(url.username),
+        at: runner.label,
         serverVersion: server.version,
         serverVersionNum: server.versionNum,
         clientVersion: client.text,
         databases: server.databases,
+        stats,
       },
       startedAt: startedAt.toISOString(),
       finishedAt: finishedAt.toISOString(),

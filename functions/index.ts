@@ -1,6 +1,7 @@
 import type { AnyFunction } from '../queue/define.js';
+import { drillRestore } from './drillRestore.js';
 import { dumpPostgres } from './dumpPostgres.js';
 import { verifyObject } from './verifyObject.js';
 
 /** Every function Lifeboat runs. Adding one: write functions/<name>.ts, list it here, add its test. */
-export const allFunctions: readonly AnyFunction[] = [dumpPostgres, verifyObject];
+export const allFunctions: readonly AnyFunction[] = [dumpPostgres, verifyObject, drillRestore];

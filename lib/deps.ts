@@ -1,6 +1,12 @@
 import type { S3Client } from '@aws-sdk/client-s3';
+import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import type { Config, Dataset } from './config/schema.js';
+import type { Config, Dataset, PostgresDataset } from './config/schema.js';
+import { Secret } from './config/secret.js';
+import { coreApi, loadKubeConfig } from './kube/client.js';
+import { readSecretKey, resolvePod } from './kube/pods.js';
+import { KubeRunner, type PodPassword } from './postgres/kubeRunner.js';
+import { LocalRunner, type PostgresRunner } from './postgres/runner.js';
 import type { MetricsRecorder } from './metrics/recorder.js';
 import { DirStore } from './targets/dir.js';
 import { createS3Client, s3ConnectionFromConfig, S3Store } from './targets/s3.js';
@@ -16,6 +22,10 @@ export interface Deps {
   store(target: string, bucket: string): TargetStore;
   /** The store a dataset writes to. */
   storeFor(dataset: Dataset): TargetStore;
+  /** Kubernetes client config: a kubeconfig file, or the default/in-cluster one. */
+  kube(file?: string): KubeConfig;
+  /** Runs the PostgreSQL tools for a postgres dataset's source (locally, or exec in its pod). */
+  postgres(dataset: PostgresDataset): Promise<PostgresRunner>;
   close(): Promise<void>;
 }
 
@@ -26,6 +36,8 @@ export interface DepsOptions {
   clock?: () => Date;
   /** Override how S3 clients are made (tests). */
   s3Client?: (target: string) => S3Client;
+  /** Override how Kubernetes configs are loaded (tests). */
+  kube?: (file?: string) => KubeConfig;
 }
 
 export function createDeps(options: DepsOptions): Deps {
@@ -42,6 +54,16 @@ export function createDeps(options: DepsOptions): Deps {
       clients.set(name, client);
     }
     return client;
+  }
+
+  const kubeConfigs = new Map<string, KubeConfig>();
+  function kube(file?: string): KubeConfig {
+    let kc = kubeConfigs.get(file ?? '');
+    if (!kc) {
+      kc = options.kube?.(file) ?? loadKubeConfig(file);
+      kubeConfigs.set(file ?? '', kc);
+    }
+    return kc;
   }
 
   function store(name: string, bucket: string): TargetStore {
@@ -66,6 +88,21 @@ export function createDeps(options: DepsOptions): Deps {
     clock: options.clock ?? (() => new Date()),
     store,
     storeFor: (dataset) => store(dataset.target.name, dataset.target.bucket),
+    kube,
+    async postgres(dataset) {
+      const source = dataset.source;
+      if (source.mode === 'direct') return new LocalRunner({ url: source.url, password: source.password, psql: source.psql, pgDumpall: source.pgDumpall });
+      const kc = kube(source.kubeconfig);
+      const core = coreApi(kc);
+      const pod = await resolvePod(core, source);
+      let password: PodPassword;
+      if (source.password && 'fromPodEnv' in source.password) password = { fromPodEnv: source.password.fromPodEnv };
+      else if (source.password) {
+        const { name, key } = source.password.fromSecret;
+        password = { viaStdin: new Secret(await readSecretKey(core, source.namespace, name, key), `secret:${source.namespace}/${name}#${key}`) };
+      }
+      return new KubeRunner(kc, { namespace: source.namespace, pod: pod.metadata!.name!, container: source.container, host: source.host, port: source.port, user: source.user }, password);
+    },
     async close() {
       for (const client of clients.values()) client.destroy();
       clients.clear();

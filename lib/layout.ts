@@ -7,6 +7,7 @@ import type { Dataset } from './config/schema.js';
 
 export const MANIFEST_FILE = 'manifest.json';
 export const VERIFY_FILE = 'verify.json';
+export const DRILL_FILE = 'drill.json';
 
 /** 2026-11-26T02:00:00.000Z → 20261126T020000Z (sorts by time; no colons, which some filesystems refuse). */
 export function tickStamp(tick: Date): string {

@@ -41,4 +41,21 @@ export const verifyRecordSchema = z.object({
 });
 export type VerifyRecord = z.infer<typeof verifyRecordSchema>;
 
+/** drill.json: the result of restoring a backup into a throwaway server and checking it. */
+export const drillRecordSchema = z.object({
+  format: z.literal('lifeboat.drill/v1'),
+  dataset: z.string(),
+  backup: z.string(),
+  key: z.string(),
+  ok: z.boolean(),
+  mode: z.enum(['local', 'kubernetes']),
+  where: z.string(),
+  startedAt: z.string(),
+  finishedAt: z.string(),
+  durationMs: z.number().nonnegative(),
+  restoreMs: z.number().nonnegative(),
+  checks: z.array(checkSchema),
+});
+export type DrillRecord = z.infer<typeof drillRecordSchema>;
+
 export const LIFEBOAT_VERSION = '0.1.0';

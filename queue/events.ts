@@ -32,6 +32,16 @@ export const eventSchemas = {
     checkedAt: z.string(),
     reason: z.string(),
   }),
+  /** drillRestore restored a backup into a throwaway server and ran its checks. */
+  'drill.completed': z.object({
+    dataset: z.string(),
+    kind: z.string(),
+    key: z.string(),
+    ok: z.boolean(),
+    startedAt: z.string(),
+    finishedAt: z.string(),
+    failedChecks: z.array(z.string()),
+  }),
 } as const;
 
 export type EventName = keyof typeof eventSchemas;

@@ -98,3 +98,21 @@ export async function closeApps(apps: App[]): Promise<void> {
     redis.disconnect();
   }
 }
+
+/** `url` with its database replaced (works for socket URLs with query parameters too). */
+export function withDatabase(url: string, database: string): string {
+  const u = new URL(url);
+  u.pathname = `/${database}`;
+  return u.toString();
+}
+
+/** Creates databases, each with an `items` table of the given number of rows. */
+export async function seedDatabases(url: string, rows: Record<string, number>): Promise<void> {
+  for (const [db, count] of Object.entries(rows)) {
+    await psql(url, `create database ${db}`);
+    await psql(withDatabase(url, db), `create table items (id int primary key, label text, price numeric(8,2)); insert into items select g, 'item ' || g, g * 1.25 from generate_series(1, ${count}) g`);
+  }
+}
+
+/** A query whose output changes if any row of `items` changes. */
+export const ITEMS_FINGERPRINT = "select count(*), sum(price), md5(string_agg(label, ',' order by id)) from items";

@@ -4,6 +4,7 @@ import { errorMessage } from '../../queue/errors.js';
 import { openApp } from '../app.js';
 import { listBackups } from '../catalog.js';
 import type { LoadedConfig } from '../config/load.js';
+import type { PostgresDataset } from '../config/schema.js';
 import { libpqEnv } from '../postgres/connection.js';
 import { capture } from '../postgres/process.js';
 import { buildServer, BOARD_PATH } from '../server.js';
@@ -43,9 +44,9 @@ export async function runDemo(
   options: { database?: string; serve: boolean; onSignals: (stop: (force: boolean) => Promise<void>) => void },
 ): Promise<number | undefined> {
   const { config } = loaded;
-  const dataset = config.datasets.find((d) => d.kind === 'postgres');
-  if (!dataset) {
-    process.stderr.write(`demo: ${loaded.source} has no postgres dataset\n`);
+  const dataset = config.datasets.find((d): d is PostgresDataset => d.kind === 'postgres' && d.source.mode === 'direct');
+  if (!dataset || dataset.source.mode !== 'direct') {
+    process.stderr.write(`demo: ${loaded.source} has no postgres dataset in direct mode\n`);
     return EXIT.usage;
   }
   const out = (line: string) => process.stdout.write(`${line}\n`);

@@ -12,6 +12,7 @@ import type { Config } from '../config/schema.js';
 import { createLogger } from '../logger.js';
 import { buildServer, BOARD_PATH } from '../server.js';
 import { runDemo } from './demo.js';
+import { drillCommand, restoreCommand } from './restore.js';
 import { CliError, EXIT } from './exit.js';
 import { backupsTable } from './format.js';
 
@@ -166,6 +167,28 @@ backupsCmd
     } finally {
       await deps.close();
     }
+  });
+
+program
+  .command('restore')
+  .description('restore a postgres backup from the target into a server (needs no Redis and no cluster)')
+  .argument('<dataset>', 'dataset id from the config')
+  .option('--backup <id>', 'backup id (see backups ls), or latest', 'latest')
+  .requiredOption('--to <postgres-url>', 'destination server, e.g. postgres://postgres@localhost:5432/postgres (password from PGPASSWORD)')
+  .option('--force', 'restore even if the destination already has the dump\'s databases, or the backup failed verification')
+  .action(async (dataset: string, opts: { backup: string; to: string; force?: boolean }) => {
+    const { config: cfg } = await config();
+    await restoreCommand(cfg, logger(), { dataset, ...opts });
+  });
+
+program
+  .command('drill')
+  .description('restore a backup into a throwaway Postgres, run the checks, print them (inline, no Redis)')
+  .argument('<dataset>', 'dataset id from the config')
+  .option('--backup <id>', 'backup id (default: the newest verified)')
+  .action(async (dataset: string, opts: { backup?: string }) => {
+    const { config: cfg } = await config();
+    process.exitCode = await drillCommand(cfg, logger(), { dataset, backup: opts.backup });
   });
 
 program

@@ -98,16 +98,69 @@ export function configSchema(env: NodeJS.ProcessEnv = process.env) {
     psql: z.string().default('psql'),
   });
 
+  const kubeconfig = z.string().min(1).optional().describe('kubeconfig file; default: in-cluster config, else ~/.kube/config');
+
+  const postgresKubernetes = z
+    .strictObject({
+      mode: z.literal('kubernetes'),
+      kubeconfig,
+      namespace: z.string().min(1),
+      /** The server pod by name, or a label selector that picks the Ready primary. */
+      pod: z.string().min(1).optional(),
+      selector: z.string().min(1).optional(),
+      container: z.string().min(1).default('postgresql'),
+      /** How the tools connect from inside the pod. */
+      host: z.string().default('127.0.0.1'),
+      port: z.int().min(1).max(65535).default(5432),
+      user: z.string().default('postgres'),
+      /** Where the password comes from; it never crosses the API in a command line. */
+      password: z
+        .union([
+          z.strictObject({ fromPodEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name') }),
+          z.strictObject({ fromSecret: z.strictObject({ name: z.string().min(1), key: z.string().min(1).default('postgres-password') }) }),
+        ])
+        .optional(),
+    })
+    .superRefine((source, ctx) => {
+      if ((source.pod === undefined) === (source.selector === undefined)) {
+        ctx.addIssue({ code: 'custom', path: ['pod'], message: 'set exactly one of pod or selector' });
+      }
+    });
+
+  const drill = z.strictObject({
+    enabled: z.boolean().default(true),
+    schedule: cron.default('0 5 * * 0'),
+    /** local: initdb in a temp dir here; kubernetes: a pod in a scratch namespace. */
+    mode: z.enum(['local', 'kubernetes']).default('local'),
+    /** initdb/pg_ctl location for local drills; default /usr/lib/postgresql/<major>/bin, else PATH. */
+    binDir: z.string().optional(),
+    /** How far a database's table count may drift from the dump-time figure, in percent. */
+    tableTolerancePercent: z.number().min(0).max(100).default(0),
+    assertions: z
+      .array(z.strictObject({ name: z.string().optional(), database: z.string().min(1), sql: z.string().min(1), expect: z.string() }))
+      .default([]),
+    kubernetes: z
+      .strictObject({
+        kubeconfig,
+        /** Default: postgres:<major of the dump's server>. */
+        image: z.string().min(1).optional(),
+        namespacePrefix: z.string().regex(/^[a-z0-9-]{1,40}$/).default('lifeboat-drill'),
+        readyTimeoutSeconds: z.int().min(1).default(300),
+      })
+      .prefault({}),
+  });
+
   const postgresDataset = z.strictObject({
     id,
     kind: z.literal('postgres'),
-    source: z.discriminatedUnion('mode', [postgresDirect]),
+    source: z.discriminatedUnion('mode', [postgresDirect, postgresKubernetes]),
     target: datasetTarget,
     schedule: cron.optional(),
     compression: z.enum(['gzip', 'none']).default('gzip'),
     /** gzip level: 1 is fastest, 9 smallest. */
     compressionLevel: z.int().min(1).max(9).default(6),
     retention: retention.prefault({}),
+    drill: drill.prefault({}),
   });
 
   const dataset = z.discriminatedUnion('kind', [postgresDataset]);

@@ -11,6 +11,10 @@ const HELP: Record<string, string> = {
   lifeboat_verify_last_failure_timestamp_seconds: 'Unix time an artifact of the dataset last failed verification.',
   lifeboat_verify_failures_total: 'Artifacts found corrupt by verification.',
   lifeboat_job_failures_total: 'Jobs that failed for good, per function.',
+  lifeboat_drill_last_success_timestamp_seconds: 'Unix time a restore drill of the dataset last passed.',
+  lifeboat_drill_last_failure_timestamp_seconds: 'Unix time a restore drill of the dataset last failed.',
+  lifeboat_drill_duration_seconds: 'Duration of the last passing restore drill (restore plus checks).',
+  lifeboat_drill_failures_total: 'Restore drills that failed a check.',
 };
 
 export interface QueueDepth {

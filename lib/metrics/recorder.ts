@@ -49,6 +49,17 @@ abstract class BaseRecorder implements MetricsRecorder {
     } else if (event === 'backup.verified') {
       const p = payload as EventPayload<'backup.verified'>;
       await this.setIfNewer(field('lifeboat_verify_last_success_timestamp_seconds', { dataset: p.dataset, kind: p.kind }), seconds(p.checkedAt), []);
+    } else if (event === 'drill.completed') {
+      const p = payload as EventPayload<'drill.completed'>;
+      const labels = { dataset: p.dataset, kind: p.kind };
+      if (p.ok) {
+        await this.setIfNewer(field('lifeboat_drill_last_success_timestamp_seconds', labels), seconds(p.finishedAt), [
+          [field('lifeboat_drill_duration_seconds', labels), (Date.parse(p.finishedAt) - Date.parse(p.startedAt)) / 1000],
+        ]);
+      } else {
+        await this.increment(field('lifeboat_drill_failures_total', labels), 1);
+        await this.setIfNewer(field('lifeboat_drill_last_failure_timestamp_seconds', labels), seconds(p.finishedAt), []);
+      }
     } else if (event === 'backup.corrupt') {
       const p = payload as EventPayload<'backup.corrupt'>;
       const labels = { dataset: p.dataset, kind: p.kind };

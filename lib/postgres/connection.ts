@@ -1,5 +1,5 @@
 import type { Secret } from '../config/secret.js';
-import { capture } from './process.js';
+import type { PostgresRunner } from './runner.js';
 
 export interface PostgresConnection {
   /** postgres:// URL without a password. */
@@ -7,10 +7,9 @@ export interface PostgresConnection {
   password?: Secret;
 }
 
-/** Environment for libpq tools: the password travels in PGPASSWORD, never on a command line. */
+/** Environment for libpq tools: a configured password travels in PGPASSWORD, never on a command line. */
 export function libpqEnv(connection: PostgresConnection, base: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...base, PGAPPNAME: 'lifeboat', PGCONNECT_TIMEOUT: base.PGCONNECT_TIMEOUT ?? '10' };
-  delete env.PGPASSWORD;
   if (connection.password) env.PGPASSWORD = connection.password.reveal();
   return env;
 }
@@ -22,8 +21,8 @@ export function parseToolMajor(versionOutput: string): number {
   return Number(match[1]);
 }
 
-export async function toolVersion(binary: string, signal?: AbortSignal): Promise<{ major: number; text: string }> {
-  const text = (await capture(binary, ['--version'], { signal })).trim();
+export async function toolVersion(runner: PostgresRunner, tool: 'psql' | 'pg_dumpall', signal?: AbortSignal): Promise<{ major: number; text: string }> {
+  const text = (await runner.run(tool, ['--version'], { signal })).trim();
   return { major: parseToolMajor(text), text };
 }
 
@@ -32,22 +31,49 @@ export interface ServerInfo {
   versionNum: number;
   major: number;
   version: string;
+  /** Every database that allows connections: what pg_dumpall dumps. */
   databases: string[];
 }
 
-/** Server version and the databases pg_dumpall will dump (every database that allows connections). */
-export async function serverInfo(psql: string, connection: PostgresConnection, signal?: AbortSignal): Promise<ServerInfo> {
-  const versionSql = `select current_setting('server_version_num'), current_setting('server_version')`;
-  const databasesSql = 'select datname from pg_database where datallowconn order by datname';
-  const out = await capture(psql, ['-X', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-F', '\t', '--dbname', connection.url, '-c', versionSql, '-c', databasesSql], {
-    env: libpqEnv(connection),
-    signal,
-  });
+export async function serverInfo(runner: PostgresRunner, signal?: AbortSignal): Promise<ServerInfo> {
+  const out = await runner.run('psql', ['-A', '-t', '-v', 'ON_ERROR_STOP=1', '-F', '\t',
+    '-c', `select current_setting('server_version_num'), current_setting('server_version')`,
+    '-c', 'select datname from pg_database where datallowconn order by datname'], { signal });
   const [first, ...rest] = out.split('\n').filter((line) => line !== '');
   const [num, version] = (first ?? '').split('\t');
   const versionNum = Number(num);
-  if (!Number.isInteger(versionNum) || !version) throw new Error(`unexpected answer from ${psql}: ${JSON.stringify(first)}`);
+  if (!Number.isInteger(versionNum) || !version) throw new Error(`unexpected answer from psql (${runner.label}): ${JSON.stringify(first)}`);
   return { versionNum, major: Math.floor(versionNum / 10000), version, databases: rest };
+}
+
+export interface DatabaseStats {
+  /** User tables (and partitioned tables) outside the system schemas. */
+  tables: number;
+  /** Estimated live rows: planner statistics, not a count. */
+  rowsEstimate: number;
+}
+
+/** psql's quoting for an identifier in a \connect line. */
+function quoteIdent(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
+}
+
+const STATS_SQL = `select count(*), coalesce(sum(greatest(c.reltuples::bigint, coalesce(s.n_live_tup, 0))), 0)
+  from pg_class c join pg_namespace n on n.oid = c.relnamespace
+  left join pg_stat_all_tables s on s.relid = c.oid
+  where c.relkind in ('r', 'p') and n.nspname not in ('pg_catalog', 'information_schema') and n.nspname not like 'pg_toast%';`;
+
+/** Tables and estimated rows per database, in one psql session that \connects to each. */
+export async function databaseStats(runner: PostgresRunner, databases: string[], signal?: AbortSignal): Promise<Record<string, DatabaseStats>> {
+  if (databases.length === 0) return {};
+  const script = ['\\set ON_ERROR_STOP 1', ...databases.flatMap((db) => [`\\connect ${quoteIdent(db)}`, STATS_SQL])].join('\n') + '\n';
+  const out = await runner.run('psql', ['-A', '-t', '-q', '-F', '\t', '-f', '-'], { stdin: script, signal });
+  const rows = out.split('\n').filter((line) => /^\d+\t\d+$/.test(line));
+  if (rows.length !== databases.length) throw new Error(`expected statistics for ${databases.length} databases, got ${rows.length}`);
+  return Object.fromEntries(databases.map((db, i) => {
+    const [tables, rows_] = rows[i]!.split('\t').map(Number) as [number, number];
+    return [db, { tables, rowsEstimate: rows_ }];
+  }));
 }
 
 /** libpq failures that retrying will not fix. */

@@ -1,0 +1,29 @@
+import { ApiException, CoreV1Api, KubeConfig } from '@kubernetes/client-node';
+import { PermanentError } from '../../queue/errors.js';
+
+/** A kubeconfig file if given; otherwise KUBECONFIG, ~/.kube/config, or the in-cluster service account. */
+export function loadKubeConfig(file?: string): KubeConfig {
+  const kc = new KubeConfig();
+  if (file) kc.loadFromFile(file);
+  else kc.loadFromDefault();
+  return kc;
+}
+
+export function coreApi(kc: KubeConfig): CoreV1Api {
+  return kc.makeApiClient(CoreV1Api);
+}
+
+/**
+ * Kubernetes API failures that retrying cannot fix (missing, forbidden, invalid) become permanent errors
+ * that name the resource; everything else (timeouts, 5xx, connection refused) stays retryable.
+ */
+export function kubeError(err: unknown, what: string): unknown {
+  if (err instanceof ApiException) {
+    const message = (err.body as { message?: string } | undefined)?.message ?? `HTTP ${err.code}`;
+    if (err.code === 404) return new PermanentError(`${what} not found (${message})`, { cause: err });
+    if (err.code === 401 || err.code === 403) return new PermanentError(`${what}: forbidden (${message})`, { cause: err });
+    if (err.code === 400 || err.code === 409 || err.code === 422) return new PermanentError(`${what}: ${message}`, { cause: err });
+    return new Error(`${what}: HTTP ${err.code} ${message}`, { cause: err });
+  }
+  return err;
+}

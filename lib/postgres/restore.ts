@@ -1,0 +1,61 @@
+import { Transform, type Readable, type TransformCallback } from 'node:stream';
+import { pipeline } from 'node:stream';
+import { createGunzip } from 'node:zlib';
+import type { Manifest } from '../manifest.js';
+import { HashingStream } from '../targets/hash.js';
+import type { TargetStore } from '../targets/store.js';
+import type { PostgresRunner } from './runner.js';
+
+export interface RestoreOutcome {
+  /** Bytes read from the target (as stored, before gunzip). */
+  bytes: number;
+  sha256: string;
+  /** Errors psql reported, less the expected one (the bootstrap superuser already exists). */
+  errors: string[];
+  durationMs: number;
+}
+
+/** Errors every restore of a pg_dumpall into a fresh cluster produces, and that mean nothing. */
+const EXPECTED_ERRORS = [/role "postgres" already exists/];
+
+export function unexpectedErrors(stderr: string): string[] {
+  return stderr
+    .split('\n')
+    .filter((line) => /\bERROR:/.test(line))
+    .map((line) => line.replace(/^psql:[^:]*:\d+:\s*/, '').trim())
+    .filter((line) => !EXPECTED_ERRORS.some((re) => re.test(line)));
+}
+
+function progressTap(onProgress: (bytes: number) => void): Transform {
+  let bytes = 0;
+  return new Transform({
+    transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback) {
+      bytes += chunk.length;
+      onProgress(bytes);
+      callback(null, chunk);
+    },
+  });
+}
+
+/**
+ * Streams a pg_dumpall artifact from the target through gunzip into psql on `runner`, hashing what it
+ * reads. psql keeps going past errors (the dump's own CREATE ROLE for the superuser always fails on a
+ * fresh cluster); the errors are returned for the caller to judge.
+ */
+export async function restoreDump(
+  store: TargetStore,
+  manifest: Manifest,
+  runner: PostgresRunner,
+  options: { signal?: AbortSignal; onProgress?: (bytes: number) => void } = {},
+): Promise<RestoreOutcome> {
+  const started = Date.now();
+  const hashing = new HashingStream();
+  const source = await store.get(manifest.artifact.key, { signal: options.signal });
+  const stages: Array<NodeJS.ReadWriteStream> = [hashing];
+  if (options.onProgress) stages.push(progressTap(options.onProgress));
+  if (manifest.artifact.compression === 'gzip') stages.push(createGunzip());
+  const sql = pipeline([source, ...stages] as unknown as [Readable, ...NodeJS.ReadWriteStream[]], () => {}) as unknown as Readable;
+  const { stderr } = await runner.feed('psql', ['-q', '-v', 'ON_ERROR_STOP=0', '-f', '-'], sql, { signal: options.signal });
+  if (sql.errored) throw sql.errored;
+  return { bytes: hashing.bytes, sha256: hashing.sha256, errors: unexpectedErrors(stderr), durationMs: Date.now() - started };
+}
