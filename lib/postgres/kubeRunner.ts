@@ -22,7 +22,7 @@ export class KubeRunner extends PostgresRunner {
   readonly label: string;
   constructor(
     private readonly kc: KubeConfig,
-    private readonly target: { namespace: string; pod: string; container: string; host: string; port: number; user: string; database?: string },
+    private readonly target: { namespace: string; pod: string; container: string; host?: string; port?: number; user: string; database?: string },
     private readonly password: PodPassword,
   ) {
     super();
@@ -31,7 +31,8 @@ export class KubeRunner extends PostgresRunner {
 
   protected async start(tool: PostgresTool, args: string[], stdin: Readable | undefined, signal?: AbortSignal): Promise<ToolProcess> {
     const { host, port, user, database } = this.target;
-    const connect = ['-h', host, '-p', String(port), '-U', user, '--no-password'];
+    // Without host/port the tools use the container's own socket and PGHOST/PGPORT.
+    const connect = [...(host ? ['-h', host] : []), ...(port ? ['-p', String(port)] : []), '-U', user, '--no-password'];
     if (tool === 'psql') connect.unshift('-X'), connect.push('-d', database ?? 'postgres');
     const argv = args[0] === '--version' ? [tool, ...args] : [tool, ...connect, ...args];
     // Arguments go to the shell as "$@", never spliced into the script: no quoting to get wrong.

@@ -73,6 +73,6 @@ export async function kubernetesScratch(
     await stop().catch(() => {});
     throw kubeError(err, `drill pod in namespace ${namespace}`);
   }
-  const runner = new KubeRunner(kc, { namespace, pod: 'postgres', container: 'postgres', host: '127.0.0.1', port: 5432, user: 'postgres' }, undefined);
+  const runner = new KubeRunner(kc, { namespace, pod: 'postgres', container: 'postgres', user: 'postgres' }, undefined);
   return { runner, where: `namespace ${namespace}`, stop };
 }
