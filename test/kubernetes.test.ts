@@ -69,6 +69,11 @@ function config(id: string, source: Record<string, unknown> = {}, drill: Record<
   });
 }
 
+/** The drill talks to the fake API server too. */
+function drillConfig(cfg: Config): Config {
+  return { ...cfg, datasets: cfg.datasets.map((d) => (d.kind === 'postgres' ? { ...d, drill: { ...d.drill, kubernetes: { ...d.drill.kubernetes, kubeconfig: kube.kubeconfigPath } } } : d)) };
+}
+
 async function run(cfg: Config, fn: AnyFunction, data: unknown) {
   const deps = openLocal(cfg, logger());
   try {
@@ -145,15 +150,14 @@ describe('dumpPostgres in kubernetes mode (fake API server)', () => {
 
 describe('drillRestore in kubernetes mode (fake API server)', () => {
   it('restores into a scratch namespace pod, checks it, and deletes the namespace', async () => {
-    const cfg = config('k8sdrill', {}, { mode: 'kubernetes', kubernetes: { kubeconfig: undefined } });
+    const cfg = config('k8sdrill', {}, { mode: 'kubernetes' });
     const key = ((await run(cfg, dumpPostgres, { dataset: 'k8sdrill', tick: '2026-11-26T02:00:00Z' })) as { key: string }).key;
     await run(cfg, verifyObject, { dataset: 'k8sdrill', key });
     // The scratch pod "runs" a throwaway cluster; the fake points its exec'd psql at it.
     const scratch = await startThrowawayCluster();
     kube.onCreatePod = () => ({ env: { PGHOST: scratch.dir, PGPORT: String(scratch.port) } });
     try {
-      const drillCfg = { ...cfg, datasets: cfg.datasets.map((d) => (d.kind === 'postgres' ? { ...d, drill: { ...d.drill, kubernetes: { ...d.drill.kubernetes, kubeconfig: kube.kubeconfigPath } } } : d)) };
-      const record = drillRecordSchema.parse(await run(drillCfg, drillRestore, { dataset: 'k8sdrill' }));
+      const record = drillRecordSchema.parse(await run(drillConfig(cfg), drillRestore, { dataset: 'k8sdrill' }));
       expect(record).toMatchObject({ ok: true, mode: 'kubernetes', where: expect.stringMatching(/^namespace lifeboat-drill-[0-9a-f]{8}$/) });
       expect(record.checks.filter((c) => !c.ok)).toEqual([]);
       const [namespace] = [...kube.namespaces].filter(([name]) => name.startsWith('lifeboat-drill-'));
@@ -170,7 +174,6 @@ describe('drillRestore in kubernetes mode (fake API server)', () => {
     const scratch = await startThrowawayCluster();
     kube.onCreatePod = () => ({ env: { PGHOST: scratch.dir, PGPORT: String(scratch.port) } });
     try {
-      const drillCfg = { ...cfg, datasets: cfg.datasets.map((d) => (d.kind === 'postgres' ? { ...d, drill: { ...d.drill, kubernetes: { ...d.drill.kubernetes, kubeconfig: kube.kubeconfigPath } } } : d)) };
       await expect(run(drillCfg, drillRestore, { dataset: 'k8sfail' })).rejects.toThrow('assertion 1 (shop: got "1200", expected "1")');
       const scratchNamespaces = [...kube.namespaces].filter(([name]) => name.startsWith('lifeboat-drill-'));
       expect(scratchNamespaces.map(([, n]) => n.deleted)).toEqual([true]);
