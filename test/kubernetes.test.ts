@@ -174,7 +174,7 @@ describe('drillRestore in kubernetes mode (fake API server)', () => {
     const scratch = await startThrowawayCluster();
     kube.onCreatePod = () => ({ env: { PGHOST: scratch.dir, PGPORT: String(scratch.port) } });
     try {
-      await expect(run(drillCfg, drillRestore, { dataset: 'k8sfail' })).rejects.toThrow('assertion 1 (shop: got "1200", expected "1")');
+      await expect(run(drillConfig(cfg), drillRestore, { dataset: 'k8sfail' })).rejects.toThrow('assertion 1 (shop: got "1200", expected "1")');
       const scratchNamespaces = [...kube.namespaces].filter(([name]) => name.startsWith('lifeboat-drill-'));
       expect(scratchNamespaces.map(([, n]) => n.deleted)).toEqual([true]);
     } finally {
