@@ -19,7 +19,7 @@ export interface BackupEntry {
  * The backups of a dataset, newest first, read from the target alone (no Redis, no cluster). A folder
  * counts as a backup only once its manifest exists: the manifest is written after the artifact.
  */
-export async function listBackups(store: TargetStore, dataset: Pick<Dataset, 'id' | 'target'>, options: { signal?: AbortSignal } = {}): Promise<BackupEntry[]> {
+export async function listBackups(store: TargetStore, dataset: Pick<Dataset, 'id' | 'target' | 'kind'>, options: { signal?: AbortSignal } = {}): Promise<BackupEntry[]> {
   const prefix = datasetPrefix(dataset);
   const folders = new Map<string, { manifest?: string; verify?: string }>();
   for await (const object of store.list(prefix, { signal: options.signal })) {

@@ -1,7 +1,7 @@
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import type { Config, Dataset, PostgresDataset } from './config/schema.js';
+import type { BucketDataset, Config, Dataset, PostgresDataset } from './config/schema.js';
 import { Secret } from './config/secret.js';
 import { coreApi, loadKubeConfig } from './kube/client.js';
 import { readSecretKey, resolvePod } from './kube/pods.js';
@@ -22,6 +22,8 @@ export interface Deps {
   store(target: string, bucket: string): TargetStore;
   /** The store a dataset writes to. */
   storeFor(dataset: Dataset): TargetStore;
+  /** The source bucket of a bucket mirror, with its own credentials. */
+  bucketSource(dataset: BucketDataset): S3Store;
   /** Kubernetes client config: a kubeconfig file, or the default/in-cluster one. */
   kube(file?: string): KubeConfig;
   /** Runs the PostgreSQL tools for a postgres dataset's source (locally, or exec in its pod). */
@@ -89,6 +91,16 @@ export function createDeps(options: DepsOptions): Deps {
     store,
     storeFor: (dataset) => store(dataset.target.name, dataset.target.bucket),
     kube,
+    bucketSource(dataset) {
+      const key = `source\0${dataset.id}`;
+      let client = clients.get(key);
+      if (!client) {
+        const src = dataset.source;
+        client = options.s3Client?.(key) ?? createS3Client({ endpoint: src.endpoint, region: src.region, forcePathStyle: src.forcePathStyle, accessKeyId: src.accessKeyId.reveal(), secretAccessKey: src.secretAccessKey.reveal() });
+        clients.set(key, client);
+      }
+      return new S3Store(client, `source of ${dataset.id}`, dataset.source.bucket);
+    },
     async postgres(dataset) {
       const source = dataset.source;
       if (source.mode === 'direct') return new LocalRunner({ url: source.url, password: source.password, psql: source.psql, pgDumpall: source.pgDumpall });

@@ -38,10 +38,13 @@ export async function inspectArtifact(stream: Readable, artifact: { compression:
     });
   }
 
+  // Reports are small JSON documents: keep them whole to read what they say.
+  const whole: Buffer[] | undefined = artifact.format === 'mirror-report' ? [] : undefined;
   for await (const chunk of stream as AsyncIterable<Buffer>) {
     signal?.throwIfAborted();
     hash.update(chunk);
     size += chunk.length;
+    if (whole && size <= 64 * 1024 * 1024) whole.push(chunk);
     if (!gunzip) tail.push(chunk);
     else if (!gzipError && !gunzip.write(chunk)) await Promise.race([once(gunzip, 'drain'), gunzipDone]);
   }
@@ -58,5 +61,23 @@ export async function inspectArtifact(stream: Readable, artifact: { compression:
       detail: ok ? `ends with "${DUMPALL_TRAILER}"` : gzipError ? 'not checked: gzip stream is damaged' : `"${DUMPALL_TRAILER}" missing from the end of the dump`,
     });
   }
+  if (whole) checks.push(...mirrorReportChecks(Buffer.concat(whole)));
   return { size, sha256: hash.digest('hex'), checks };
+}
+
+/** A mirror report vouches for its run: counts equal on both sides and the sha256 sample matched. */
+function mirrorReportChecks(content: Buffer): Check[] {
+  let report: { failed?: { count?: number }; verification?: { listing?: { ok?: boolean; missing?: number; sizeMismatch?: number; source?: { count?: number }; destination?: { count?: number } }; sample?: { checked?: number; mismatches?: unknown[] } } };
+  try {
+    report = JSON.parse(content.toString('utf8'));
+  } catch {
+    return [{ name: 'mirror report', ok: false, detail: 'not valid JSON' }];
+  }
+  const listing = report.verification?.listing;
+  const sample = report.verification?.sample;
+  return [
+    { name: 'mirror counts', ok: listing?.ok === true, detail: `source ${listing?.source?.count} objects, destination ${listing?.destination?.count}; ${listing?.missing ?? '?'} missing, ${listing?.sizeMismatch ?? '?'} of a different size` },
+    { name: 'mirror sample', ok: Array.isArray(sample?.mismatches) && sample.mismatches.length === 0, detail: `${sample?.checked ?? 0} objects compared by sha256, ${sample?.mismatches?.length ?? '?'} differ` },
+    { name: 'mirror failures', ok: report.failed?.count === 0, detail: `${report.failed?.count ?? '?'} objects failed` },
+  ];
 }

@@ -22,11 +22,15 @@ export function parseTickStamp(stamp: string): Date | undefined {
   return Number.isNaN(date.getTime()) ? undefined : date;
 }
 
-export function datasetPrefix(dataset: Pick<Dataset, 'id' | 'target'>): string {
-  return `${dataset.target.prefix}${dataset.id}/`;
+/** Where a dataset's backup folders live. A mirror's objects keep their keys; its reports go under _lifeboat/. */
+export function datasetPrefix(dataset: Pick<Dataset, 'id' | 'target' | 'kind'>): string {
+  return dataset.kind === 'bucket' ? `${dataset.target.prefix}${MIRROR_REPORTS}${dataset.id}/` : `${dataset.target.prefix}${dataset.id}/`;
 }
 
-export function backupDir(dataset: Pick<Dataset, 'id' | 'target'>, tick: Date): string {
+/** The folder (under a mirror's target prefix) that holds Lifeboat's own objects, never mirrored over. */
+export const MIRROR_REPORTS = '_lifeboat/';
+
+export function backupDir(dataset: Pick<Dataset, 'id' | 'target' | 'kind'>, tick: Date): string {
   return `${datasetPrefix(dataset)}${tickStamp(tick)}/`;
 }
 

@@ -12,6 +12,8 @@ export const eventSchemas = {
     manifestKey: z.string().optional(),
     etag: z.string().optional(),
     size: z.number().int().nonnegative(),
+    /** What the backup holds, when the artifact is a report about it (a mirror's bytes). */
+    dataBytes: z.number().int().nonnegative().optional(),
     sha256: z.string().optional(),
     startedAt: z.string(),
     finishedAt: z.string(),

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { CreateBucketCommand, DeleteBucketCommand, DeleteObjectsCommand, ListMultipartUploadsCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import { Redis } from 'ioredis';
@@ -116,3 +117,21 @@ export async function seedDatabases(url: string, rows: Record<string, number>): 
 
 /** A query whose output changes if any row of `items` changes. */
 export const ITEMS_FINGERPRINT = "select count(*), sum(price), md5(string_agg(label, ',' order by id)) from items";
+
+/** A second RGW user (for per-writer credentials), created with radosgw-admin; idempotent. */
+export function rgwUser(uid: string): { accessKeyId: string; secretAccessKey: string } {
+  const cephConf = s3Env().cephConf;
+  if (!cephConf) throw new Error('CEPH_CONF of the test RGW is unknown; start it with test/rgw/rgw.sh');
+  const keys = { accessKeyId: `${uid}-access`, secretAccessKey: `${uid}-secret-key-0123456789` };
+  const env = { ...process.env, CEPH_CONF: cephConf };
+  try {
+    execFileSync('radosgw-admin', ['user', 'info', `--uid=${uid}`], { env, stdio: 'ignore' });
+  } catch {
+    execFileSync('radosgw-admin', ['user', 'create', `--uid=${uid}`, `--display-name=${uid}`, `--access-key=${keys.accessKeyId}`, `--secret-key=${keys.secretAccessKey}`], { env, stdio: 'ignore' });
+  }
+  return keys;
+}
+
+export function s3ClientFor(keys: { accessKeyId: string; secretAccessKey: string }): S3Client {
+  return createS3Client({ endpoint: s3Env().endpoint, region: 'us-east-1', forcePathStyle: true, ...keys });
+}

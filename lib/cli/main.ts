@@ -107,14 +107,15 @@ program
   .option('--tick <iso-time>', 'the tick the run belongs to; the same tick overwrites the same keys (default: now)')
   .option('--wait', 'wait for the job and print its result')
   .option('--inline', 'run in this process, with its fan-out, without Redis')
+  .option('--dry-run', 'for functions that support it (mirrorBucket): print the plan, change nothing')
   .addOption(new Option('--timeout <seconds>', 'with --wait: give up after this long').default(3600).argParser(Number))
-  .action(async (fnName: string, opts: { dataset: string; tick?: string; wait?: boolean; inline?: boolean; timeout: number }) => {
+  .action(async (fnName: string, opts: { dataset: string; tick?: string; wait?: boolean; inline?: boolean; dryRun?: boolean; timeout: number }) => {
     const { config: cfg } = await config();
     datasetOrFail(cfg, opts.dataset);
     const fn = selectFunctions(allFunctions, [fnName])[0]!;
     const tick = opts.tick ? new Date(opts.tick) : new Date();
     if (Number.isNaN(tick.getTime())) throw new CliError(`--tick: not a date: ${opts.tick}`, EXIT.usage);
-    const data = { dataset: opts.dataset, tick: tick.toISOString() };
+    const data = { dataset: opts.dataset, tick: tick.toISOString(), ...(opts.dryRun ? { dryRun: true } : {}) };
     const log = logger();
 
     if (opts.inline) {

@@ -163,7 +163,38 @@ export function configSchema(env: NodeJS.ProcessEnv = process.env) {
     drill: drill.prefault({}),
   });
 
-  const dataset = z.discriminatedUnion('kind', [postgresDataset]);
+  const bucketDataset = z.strictObject({
+    id,
+    kind: z.literal('bucket'),
+    /** The bucket to mirror (e.g. Ceph RGW in the cluster), with its own read-only credentials. */
+    source: z.strictObject({
+      endpoint: z.url({ protocol: /^https?$/ }),
+      region: z.string().default('us-east-1'),
+      forcePathStyle: z.boolean().default(true),
+      bucket,
+      prefix,
+      accessKeyId: secret,
+      secretAccessKey: secret,
+    }),
+    /** Objects land at <target.prefix><source key>; reports under <target.prefix>_lifeboat/<id>/. */
+    target: datasetTarget,
+    schedule: cron.optional(),
+    mirror: z
+      .strictObject({
+        /** keep: extraneous destination objects stay (the default); delete: they are removed (hub versioning keeps history). */
+        deletion: z.enum(['keep', 'delete']).default('keep'),
+        /** Objects above this size are copied in parts. */
+        multipartThresholdMiB: z.int().min(5).max(5 * 1024).default(64),
+        partSizeMiB: z.int().min(5).max(512).default(16),
+        /** Objects copied at once. */
+        concurrency: z.int().min(1).max(64).default(8),
+        /** Objects re-read on both sides and compared by sha256 after each run. */
+        sample: z.int().min(0).max(10_000).default(20),
+      })
+      .prefault({}),
+  });
+
+  const dataset = z.discriminatedUnion('kind', [postgresDataset, bucketDataset]);
 
   const server = z.strictObject({
     host: z.string().default('127.0.0.1'),
@@ -205,6 +236,11 @@ export function crossReferenceIssues(raw: unknown): string[] {
     if (typeof name === 'string' && !targets.includes(name)) {
       issues.push(`datasets[${index}].target.name: unknown target "${name}" (known: ${targets.join(', ') || 'none'})`);
     }
+    const kind = (dataset as { kind?: unknown })?.kind;
+    const targetKind = typeof name === 'string' ? ((root.targets as Record<string, { kind?: unknown }> | undefined)?.[name]?.kind) : undefined;
+    if (kind === 'bucket' && targetKind !== undefined && targetKind !== 's3') {
+      issues.push(`datasets[${index}].target.name: a bucket mirror needs an s3 target ("${name}" is ${String(targetKind)})`);
+    }
   });
   return issues;
 }
@@ -212,6 +248,7 @@ export function crossReferenceIssues(raw: unknown): string[] {
 export type Config = z.output<ReturnType<typeof configSchema>>;
 export type Dataset = Config['datasets'][number];
 export type PostgresDataset = Extract<Dataset, { kind: 'postgres' }>;
+export type BucketDataset = Extract<Dataset, { kind: 'bucket' }>;
 export type TargetConfig = Config['targets'][string];
 export type S3TargetConfig = Extract<TargetConfig, { kind: 's3' }>;
 export type DirTargetConfig = Extract<TargetConfig, { kind: 'dir' }>;

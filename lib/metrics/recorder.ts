@@ -43,7 +43,7 @@ abstract class BaseRecorder implements MetricsRecorder {
       const p = payload as EventPayload<'backup.uploaded'>;
       const labels = { dataset: p.dataset, kind: p.kind };
       await this.setIfNewer(field('lifeboat_backup_last_success_timestamp_seconds', labels), seconds(p.finishedAt), [
-        [field('lifeboat_backup_size_bytes', labels), p.size],
+        [field('lifeboat_backup_size_bytes', labels), p.dataBytes ?? p.size],
         [field('lifeboat_backup_duration_seconds', labels), (Date.parse(p.finishedAt) - Date.parse(p.startedAt)) / 1000],
       ]);
     } else if (event === 'backup.verified') {

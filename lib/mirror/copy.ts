@@ -1,0 +1,86 @@
+import type { Readable } from 'node:stream';
+import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
+  GetObjectCommand,
+  PutObjectCommand,
+  UploadPartCommand,
+  type S3Client,
+} from '@aws-sdk/client-s3';
+
+/** Destination metadata that remembers which source version an object was copied from. */
+export const SOURCE_ETAG_METADATA = 'lifeboat-source-etag';
+
+export interface CopySpec {
+  source: { client: S3Client; bucket: string; key: string; etag: string; size: number };
+  destination: { client: S3Client; bucket: string; key: string };
+  multipartThreshold: number;
+  partSize: number;
+  /** Parts of one object in flight at once. */
+  partConcurrency: number;
+  signal?: AbortSignal;
+}
+
+async function get(spec: CopySpec, range?: { start: number; end: number }) {
+  // IfMatch: copy exactly the version the listing saw; if it changed since, the next run picks it up.
+  return spec.source.client.send(
+    new GetObjectCommand({ Bucket: spec.source.bucket, Key: spec.source.key, IfMatch: spec.source.etag, Range: range ? `bytes=${range.start}-${range.end}` : undefined }),
+    { abortSignal: spec.signal },
+  );
+}
+
+/**
+ * Copies one object between two S3 servers, streaming: small objects as one PUT of the GET body (so
+ * the destination ETag is the same MD5 as the source's), large ones in parts, each part a ranged GET
+ * streamed into UploadPart. Content-Type and user metadata are kept, and the source ETag is recorded.
+ */
+export async function copyObject(spec: CopySpec): Promise<void> {
+  const { source, destination } = spec;
+  if (source.size <= spec.multipartThreshold) {
+    const r = await get(spec);
+    await destination.client.send(
+      new PutObjectCommand({
+        Bucket: destination.bucket,
+        Key: destination.key,
+        Body: r.Body as Readable,
+        ContentLength: source.size,
+        ContentType: r.ContentType,
+        Metadata: { ...r.Metadata, [SOURCE_ETAG_METADATA]: source.etag },
+      }),
+      { abortSignal: spec.signal },
+    );
+    return;
+  }
+
+  const head = await get(spec, { start: 0, end: 0 });
+  (head.Body as Readable).destroy();
+  const { UploadId } = await destination.client.send(
+    new CreateMultipartUploadCommand({ Bucket: destination.bucket, Key: destination.key, ContentType: head.ContentType, Metadata: { ...head.Metadata, [SOURCE_ETAG_METADATA]: source.etag } }),
+    { abortSignal: spec.signal },
+  );
+  const count = Math.ceil(source.size / spec.partSize);
+  const parts: Array<{ PartNumber: number; ETag: string }> = [];
+  try {
+    let next = 0;
+    const worker = async () => {
+      while (next < count) {
+        const index = next++;
+        const start = index * spec.partSize;
+        const end = Math.min(source.size, start + spec.partSize) - 1;
+        const r = await get(spec, { start, end });
+        const uploaded = await destination.client.send(
+          new UploadPartCommand({ Bucket: destination.bucket, Key: destination.key, UploadId, PartNumber: index + 1, Body: r.Body as Readable, ContentLength: end - start + 1 }),
+          { abortSignal: spec.signal },
+        );
+        parts.push({ PartNumber: index + 1, ETag: uploaded.ETag ?? '' });
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(spec.partConcurrency, count) }, worker));
+    parts.sort((a, b) => a.PartNumber - b.PartNumber);
+    await destination.client.send(new CompleteMultipartUploadCommand({ Bucket: destination.bucket, Key: destination.key, UploadId, MultipartUpload: { Parts: parts } }), { abortSignal: spec.signal });
+  } catch (err) {
+    await destination.client.send(new AbortMultipartUploadCommand({ Bucket: destination.bucket, Key: destination.key, UploadId })).catch(() => {});
+    throw err;
+  }
+}

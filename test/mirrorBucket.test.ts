@@ -1,0 +1,204 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, PutBucketPolicyCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mirrorBucket } from '../functions/mirrorBucket.js';
+import { verifyObject } from '../functions/verifyObject.js';
+import { openLocal } from '../lib/app.js';
+import type { Config } from '../lib/config/schema.js';
+import { runFunction } from '../queue/runner.js';
+import type { AnyFunction } from '../queue/define.js';
+import { createBucket, listKeys, logger, multipartUploads, removeBucket, rgwUser, s3Client, s3ClientFor, s3Env, testConfig, testEnv } from './helpers.js';
+
+// Real Ceph RGW on both sides: the source bucket belongs to one user ("the cluster's RGW"), the
+// destination to another ("the hub"), as in production.
+const MiB = 1024 * 1024;
+let source: S3Client;
+let hub: S3Client;
+let sourceKeys: { accessKeyId: string; secretAccessKey: string };
+const buckets: Array<[S3Client, string]> = [];
+
+beforeAll(() => {
+  sourceKeys = rgwUser('lifeboat-mirror-source');
+  source = s3ClientFor(sourceKeys);
+  hub = s3Client();
+});
+
+afterAll(async () => {
+  for (const [client, bucket] of buckets) await removeBucket(client, bucket);
+  source.destroy();
+  hub.destroy();
+});
+
+async function buckets2() {
+  const src = await createBucket(source);
+  const dst = await createBucket(hub);
+  buckets.push([source, src], [hub, dst]);
+  return { src, dst };
+}
+
+function config(src: string, dst: string, mirror: Record<string, unknown> = {}, sourceCreds = sourceKeys): Config {
+  process.env.TEST_MIRROR_KEY = sourceCreds.accessKeyId;
+  process.env.TEST_MIRROR_SECRET = sourceCreds.secretAccessKey;
+  return testConfig({
+    datasets: [
+      {
+        id: 'photos',
+        kind: 'bucket',
+        source: { endpoint: s3Env().endpoint, bucket: src, accessKeyId: '${env:TEST_MIRROR_KEY}', secretAccessKey: '${env:TEST_MIRROR_SECRET}' },
+        target: { name: 'hub', bucket: dst, prefix: 'rgw/' },
+        mirror: { multipartThresholdMiB: 5, partSizeMiB: 5, sample: 1000, ...mirror },
+      },
+    ],
+  });
+}
+
+interface Outcome {
+  ok: boolean;
+  value?: any;
+  error?: Error;
+  events: Array<{ event: string; payload: any }>;
+}
+
+async function run(cfg: Config, fn: AnyFunction, data: Record<string, unknown> = {}): Promise<Outcome> {
+  const deps = openLocal(cfg, logger());
+  const events: Outcome['events'] = [];
+  try {
+    const value = await runFunction(fn, { dataset: 'photos', ...data }, { jobId: 't', attempt: 1, maxAttempts: 1, createdAt: Date.now() }, { deps, emit: async (event, payload) => { events.push({ event, payload }); } });
+    return { ok: true, value, events };
+  } catch (error) {
+    return { ok: false, error: error as Error, events };
+  } finally {
+    await deps.close();
+  }
+}
+
+const put = (client: S3Client, bucket: string, key: string, body: Buffer | string, extra: Record<string, unknown> = {}) =>
+  client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: typeof body === 'string' ? Buffer.from(body) : body, ...extra }));
+const sha = async (client: S3Client, bucket: string, key: string) =>
+  createHash('sha256').update(Buffer.from(await (await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }))).Body!.transformToByteArray())).digest('hex');
+
+const ODD_KEYS = ['plain.txt', 'with space.txt', 'plus+sign.txt', 'percent%20encoded.txt', 'ünïcødé/ファイル.txt', 'emoji 😀.txt', 'deep/a/b/c/d/e/f/g.txt', 'empty'];
+
+async function seed(src: string): Promise<Buffer> {
+  for (const key of ODD_KEYS) await put(source, src, key, key === 'empty' ? '' : `content of ${key}`);
+  await put(source, src, 'typed.json', '{"a":1}', { ContentType: 'application/json', Metadata: { owner: 'alice', 'x-note': 'kept' } });
+  const big = randomBytes(11 * MiB + 123);
+  await put(source, src, 'big.bin', big);
+  return big;
+}
+
+describe('mirrorBucket on real Ceph RGW (two users)', () => {
+  it('mirrors everything the first time, odd keys, empty objects, metadata and multipart included', async () => {
+    const { src, dst } = await buckets2();
+    const big = await seed(src);
+    const first = await run(config(src, dst), mirrorBucket, { tick: '2026-11-26T04:00:00Z' });
+    expect(first.error).toBeUndefined();
+    expect(first.value).toMatchObject({ copied: { count: 10, bytes: expect.any(Number) }, skipped: { count: 0 }, source: { count: 10 } });
+    const keys = (await listKeys(hub, dst, 'rgw/')).filter((k) => !k.startsWith('rgw/_lifeboat/'));
+    expect(keys.sort()).toEqual([...ODD_KEYS, 'typed.json', 'big.bin'].map((k) => `rgw/${k}`).sort());
+    for (const key of [...ODD_KEYS, 'big.bin']) expect(await sha(hub, dst, `rgw/${key}`), key).toBe(await sha(source, src, key));
+    const typed = await hub.send(new HeadObjectCommand({ Bucket: dst, Key: 'rgw/typed.json' }));
+    expect(typed.ContentType).toBe('application/json');
+    expect(typed.Metadata).toMatchObject({ owner: 'alice', 'x-note': 'kept', 'lifeboat-source-etag': expect.any(String) });
+    expect((await hub.send(new HeadObjectCommand({ Bucket: dst, Key: 'rgw/big.bin' }))).ETag).toMatch(/-3"$/); // 3 parts of 5 MiB
+    expect(big.length).toBe(11 * MiB + 123);
+    expect(await multipartUploads(hub, dst)).toEqual([]);
+
+    // The report sits under _lifeboat/, fans out to verifyObject, and verifies.
+    const uploaded = first.events.find((e) => e.event === 'backup.uploaded')!;
+    expect(uploaded.payload).toMatchObject({ key: 'rgw/_lifeboat/photos/20261126T040000Z/report.json', kind: 'bucket' });
+    const report = JSON.parse(Buffer.from(await (await hub.send(new GetObjectCommand({ Bucket: dst, Key: uploaded.payload.key }))).Body!.transformToByteArray()).toString());
+    expect(report.verification.listing).toMatchObject({ ok: true, missing: 0, sizeMismatch: 0, source: { count: 10 }, destination: { count: 10 } });
+    expect(report.verification.sample).toMatchObject({ checked: 10, mismatches: [] });
+    const verified = await run(config(src, dst), verifyObject, { key: uploaded.payload.key });
+    expect(verified.value).toMatchObject({ ok: true });
+    expect(verified.value.checks.map((c: { name: string }) => c.name)).toEqual(['manifest', 'size', 'sha256', 'mirror counts', 'mirror sample', 'mirror failures']);
+
+    // A second run with nothing changed copies nothing, and needs no HEAD except for the multipart copy.
+    const second = await run(config(src, dst), mirrorBucket, { tick: '2026-11-27T04:00:00Z' });
+    expect(second.value).toMatchObject({ copied: { count: 0, bytes: 0 }, skipped: { count: 10 }, heads: 1 });
+  });
+
+  it('picks up changed, added and deleted objects; keep leaves extraneous objects, delete removes them', async () => {
+    const { src, dst } = await buckets2();
+    await seed(src);
+    await run(config(src, dst), mirrorBucket);
+    await put(source, src, 'plain.txt', 'CONTENT OF PLAIN.TXT'); // same size, new content
+    await put(source, src, 'typed.json', '{"a":22}'); // new size
+    await put(source, src, 'added.txt', 'new');
+    await source.send(new DeleteObjectCommand({ Bucket: src, Key: 'with space.txt' }));
+
+    const keep = await run(config(src, dst), mirrorBucket);
+    expect(keep.value).toMatchObject({ copied: { count: 3 }, deleted: { count: 0 } });
+    expect(await sha(hub, dst, 'rgw/plain.txt')).toBe(await sha(source, src, 'plain.txt'));
+    expect(await listKeys(hub, dst, 'rgw/with space.txt')).toEqual(['rgw/with space.txt']);
+
+    const plan = await run(config(src, dst, { deletion: 'delete' }), mirrorBucket, { dryRun: true });
+    expect(plan.value).toMatchObject({ dryRun: true, copy: { count: 0 }, delete: { count: 1 }, plan: [{ action: 'delete', key: 'with space.txt', reason: 'extraneous', size: expect.any(Number) }] });
+    expect(await listKeys(hub, dst, 'rgw/with space.txt')).toEqual(['rgw/with space.txt']); // a plan changes nothing
+
+    const del = await run(config(src, dst, { deletion: 'delete' }), mirrorBucket);
+    expect(del.value).toMatchObject({ copied: { count: 0 }, deleted: { count: 1 } });
+    expect(await listKeys(hub, dst, 'rgw/with space.txt')).toEqual([]);
+  });
+
+  it('a dry run lists what it would copy and changes nothing', async () => {
+    const { src, dst } = await buckets2();
+    await put(source, src, 'a.txt', 'a');
+    await put(source, src, 'b.txt', 'bb');
+    const plan = await run(config(src, dst), mirrorBucket, { dryRun: true });
+    expect(plan.value.plan).toEqual([
+      { action: 'copy', key: 'a.txt', size: 1, reason: 'new' },
+      { action: 'copy', key: 'b.txt', size: 2, reason: 'new' },
+    ]);
+    expect(await listKeys(hub, dst)).toEqual([]);
+  });
+
+  it('catches a destination object altered behind its back through the sha256 sample', async () => {
+    const { src, dst } = await buckets2();
+    await put(source, src, 'doc.txt', 'the real content');
+    await run(config(src, dst), mirrorBucket);
+    const head = await hub.send(new HeadObjectCommand({ Bucket: dst, Key: 'rgw/doc.txt' }));
+    // Same size, same recorded source ETag, different bytes: only reading the content can tell.
+    await put(hub, dst, 'rgw/doc.txt', 'the fake content', { Metadata: head.Metadata });
+    const outcome = await run(config(src, dst), mirrorBucket);
+    expect(outcome.error).toMatchObject({ name: 'PermanentError', message: expect.stringContaining('1 sampled objects differ between source and destination (sample mismatch: doc.txt)') });
+    expect(outcome.events.map((e) => e.event)).toEqual(['backup.corrupt']);
+  });
+
+  it('one object that cannot be written is counted and reported, the rest are copied, and the job fails', async () => {
+    const { src, dst } = await buckets2();
+    await put(source, src, 'ok-1.txt', 'one');
+    await put(source, src, 'locked/secret.txt', 'nope');
+    await put(source, src, 'ok-2.txt', 'two');
+    await hub.send(new PutBucketPolicyCommand({
+      Bucket: dst,
+      Policy: JSON.stringify({ Version: '2012-10-17', Statement: [{ Effect: 'Deny', Principal: '*', Action: 's3:PutObject', Resource: `arn:aws:s3:::${dst}/rgw/locked/*` }] }),
+    }));
+    const outcome = await run(config(src, dst), mirrorBucket, { tick: '2026-11-26T04:00:00Z' });
+    expect(outcome.error?.message).toMatch(/dataset photos: 1 objects failed/);
+    expect((await listKeys(hub, dst, 'rgw/ok-')).sort()).toEqual(['rgw/ok-1.txt', 'rgw/ok-2.txt']);
+    const report = JSON.parse(Buffer.from(await (await hub.send(new GetObjectCommand({ Bucket: dst, Key: 'rgw/_lifeboat/photos/20261126T040000Z/report.json' }))).Body!.transformToByteArray()).toString());
+    expect(report.failed).toMatchObject({ count: 1, first: [{ key: 'locked/secret.txt', error: expect.stringMatching(/HTTP 403/) }] });
+    expect(report.ok).toBe(false);
+  });
+
+  it('wrong credentials or a missing bucket are permanent errors naming the dataset and the side', async () => {
+    const { src, dst } = await buckets2();
+    const wrong = await run(config(src, dst, {}, { accessKeyId: sourceKeys.accessKeyId, secretAccessKey: 'wrong-secret' }), mirrorBucket);
+    expect(wrong.error).toMatchObject({ name: 'PermanentError', message: expect.stringMatching(/^dataset photos source \(http:\/\/127\.0\.0\.1:\d+\): access to bucket lb-test-.* denied/) });
+    const missing = await run(config(src, 'lb-no-such-bucket'), mirrorBucket);
+    expect(missing.error).toMatchObject({ name: 'PermanentError', message: 'dataset photos destination (target hub): bucket lb-no-such-bucket does not exist' });
+  });
+});
+
+// A source that is down is retried (not permanent).
+describe('mirrorBucket with an unreachable source', () => {
+  it('fails with a retryable error', async () => {
+    const cfg = testConfig({ datasets: [{ id: 'photos', kind: 'bucket', source: { endpoint: 'http://127.0.0.1:1', bucket: 'whatever', accessKeyId: '${env:TEST_S3_ACCESS_KEY}', secretAccessKey: '${env:TEST_S3_SECRET_KEY}' }, target: { name: 'hub', bucket: 'anything' } }] });
+    expect(testEnv().TEST_S3_ACCESS_KEY).toBeDefined();
+    const outcome = await run(cfg, mirrorBucket);
+    expect(outcome.ok).toBe(false);
+    expect(outcome.error?.name).not.toBe('PermanentError');
+  });
+});
