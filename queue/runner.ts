@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { formatIssues } from '../lib/config/issues.js';
 import type { Deps } from '../lib/deps.js';
 import type { AnyFunction, Ctx } from './define.js';
@@ -48,6 +49,8 @@ export async function runFunction(fn: AnyFunction, data: unknown, meta: JobMeta,
   const log = run.deps.logger.child({ fn: fn.name, jobId: meta.jobId, dataset, attempt: meta.attempt });
 
   const controller = new AbortController();
+  // Every in-flight request listens on the signal; a mirror has dozens at once.
+  setMaxListeners(1000, controller.signal);
   const timer = setTimeout(() => controller.abort(new TimeoutError(fn.timeoutMs)), fn.timeoutMs);
   const onShutdown = () => controller.abort(new ShutdownError());
   if (run.shutdown?.aborted) onShutdown();

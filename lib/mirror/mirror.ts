@@ -187,16 +187,24 @@ export async function mirrorBucket(source: { store: S3Store; prefix: string }, d
   return result;
 }
 
-/** A second listing pass (counts and sizes on both sides) and a sha256 comparison of the sample. */
+/**
+ * A second listing pass (counts and sizes on both sides) and a sha256 comparison of the sample. When the
+ * run changed nothing, the first pass already compared both full listings, so it stands as the check.
+ */
 async function verify(source: { store: S3Store; prefix: string }, destination: { store: S3Store; prefix: string }, options: MirrorOptions, result: MirrorResult, sample: ObjectInfo[]) {
   const listing = result.verification.listing;
   const reports = destination.prefix + MIRROR_REPORTS;
-  for await (const { source: s, destination: d } of mergeJoin(
+  const changed = result.copied.count + result.deleted.count + result.failed.count > 0;
+  if (!changed) {
+    // Nothing copied means every source object was present with its size (else it would have been copied).
+    Object.assign(listing, { source: { ...result.source }, destination: { ...result.destination }, missing: 0, sizeMismatch: 0, extra: result.destination.count - result.source.count });
+  }
+  for await (const { source: s, destination: d } of changed ? mergeJoin(
     underPrefix(source.store.list(source.prefix, { signal: options.signal }), source.prefix, '\u0000'),
     underPrefix(destination.store.list(destination.prefix, { signal: options.signal }), destination.prefix, reports),
     (o) => o.key,
     (o) => o.key,
-  )) {
+  ) : []) {
     if (s) add(listing.source, s.size);
     if (d) add(listing.destination, d.size);
     if (s && !d) listing.missing += 1;
@@ -204,7 +212,8 @@ async function verify(source: { store: S3Store; prefix: string }, destination: {
     else if (s && d && s.size !== d.size) listing.sizeMismatch += 1;
   }
   listing.ok = listing.missing === 0 && listing.sizeMismatch === 0 && (options.deletion === 'keep' || listing.extra === 0);
-  for (const o of sample) {
+  let next = 0;
+  const checkOne = async (o: ObjectInfo) => {
     try {
       const [a, b] = await Promise.all([
         source.store.get(source.prefix + o.key, { signal: options.signal }).then(hashStream),
@@ -214,9 +223,12 @@ async function verify(source: { store: S3Store; prefix: string }, destination: {
       if (a.sha256 !== b.sha256) result.verification.sample.mismatches.push({ key: o.key, source: a.sha256, destination: b.sha256 });
     } catch (err) {
       // A missing object is already counted by the listing pass.
-      if (err instanceof ObjectNotFoundError) continue;
+      if (err instanceof ObjectNotFoundError) return;
       result.failed.count += 1;
-      if (result.failed.first.length < 100) result.failed.first.push({ key: o.key, error: `sample check: ${(err as Error).message}` });
+      if (result.failed.first.length < 100) result.failed.first.push({ key: o.key, error: `sample check: ${describeError(err)}` });
     }
-  }
+  };
+  await Promise.all(Array.from({ length: Math.min(4, sample.length) }, async () => {
+    while (next < sample.length) await checkOne(sample[next++]!);
+  }));
 }
