@@ -4,7 +4,11 @@ import { inspectArtifact } from '../lib/inspect.js';
 import { MANIFEST_FILE, siblingKey, VERIFY_FILE } from '../lib/layout.js';
 import { manifestSchema, type Check, type VerifyRecord } from '../lib/manifest.js';
 import { ObjectNotFoundError } from '../lib/targets/store.js';
-import { defineFunction } from '../queue/define.js';
+import { objectRangeSource } from '../lib/etcd/local.js';
+import { inspectZipSnapshot } from '../lib/etcd/snapshot.js';
+import { inspectForeignObject } from '../lib/foreign.js';
+import { MIRROR_REPORTS } from '../lib/layout.js';
+import { defineFunction, type Ctx } from '../queue/define.js';
 import { CorruptBackupError } from '../queue/errors.js';
 
 export const verifyObject = defineFunction({
@@ -14,12 +18,16 @@ export const verifyObject = defineFunction({
     dataset: z.string().min(1),
     key: z.string().min(1),
     etag: z.string().optional(),
+    /** From a bucket notification: an object another tool wrote, with no manifest of ours beside it. */
+    external: z.boolean().optional(),
+    size: z.number().int().nonnegative().optional(),
   }),
   triggers: [
     {
       event: 'backup.uploaded',
       // The same object (same content version) is verified once, however often the event arrives.
-      dedupe: (e: { target: string; bucket: string; key: string; etag?: string; sha256?: string }) => `${e.target}/${e.bucket}/${e.key}/${e.etag ?? e.sha256 ?? ''}`,
+      // Quotes stripped: HEAD gives "etag", notifications give etag (triggers/webhook.ts builds the same key).
+      dedupe: (e: { target: string; bucket: string; key: string; etag?: string; sha256?: string }) => `${e.target}/${e.bucket}/${e.key}/${e.etag?.replace(/"/g, '') || e.sha256 || ''}`,
     },
   ],
   retries: { attempts: 5, backoffMs: 30_000 },
@@ -35,6 +43,7 @@ export const verifyObject = defineFunction({
     let expected = { size: -1, sha256: '' };
 
     const rawManifest = await store.getJson(siblingKey(input.key, MANIFEST_FILE), { signal: ctx.signal });
+    if (rawManifest === undefined && input.external) return verifyForeign(input, ctx);
     const manifest = manifestSchema.safeParse(rawManifest);
     if (rawManifest === undefined) checks.push({ name: 'manifest', ok: false, detail: `no ${MANIFEST_FILE} beside the object` });
     else if (!manifest.success) checks.push({ name: 'manifest', ok: false, detail: `${MANIFEST_FILE} is not a valid manifest` });
@@ -49,6 +58,7 @@ export const verifyObject = defineFunction({
         checks.push({ name: 'size', ok: actual.size === expected.size, detail: `${actual.size} bytes, manifest says ${expected.size}` });
         checks.push({ name: 'sha256', ok: actual.sha256 === expected.sha256, detail: actual.sha256 === expected.sha256 ? 'matches the manifest' : `${actual.sha256} differs from the manifest's ${expected.sha256}` });
         checks.push(...inspection.checks);
+        if (artifact.format === 'etcd-snapshot-zip') checks.push(...(await inspectZipSnapshot(objectRangeSource(store, input.key, inspection.size, ctx.signal))));
       } catch (err) {
         // A missing object is a finding; any other read error is transient and retried.
         if (!(err instanceof ObjectNotFoundError)) throw err;
@@ -81,3 +91,40 @@ export const verifyObject = defineFunction({
     throw new CorruptBackupError(`${store.label}/${input.key} is corrupt: ${reason}`);
   },
 });
+
+/** Where the result for an object Lifeboat did not write goes: under _lifeboat/, never beside the other tool's files. */
+export function foreignVerifyKey(dataset: { target: { prefix: string } }, key: string): string {
+  return `${dataset.target.prefix}${MIRROR_REPORTS}verify/${key}.json`;
+}
+
+async function verifyForeign(input: { dataset: string; key: string; size?: number }, ctx: Ctx) {
+  const dataset = requireDataset(ctx.deps.config, input.dataset);
+  const store = ctx.deps.storeFor(dataset);
+  const started = ctx.deps.clock();
+  const inspected = await inspectForeignObject(store, dataset, input.key, input.size, ctx.signal).catch((err: unknown) => {
+    if (err instanceof ObjectNotFoundError) return { size: 0, sha256: '', checks: [{ name: 'object', ok: false, detail: 'the object does not exist (deleted since the notification?)' }], completedAt: undefined };
+    throw err;
+  });
+  const finished = ctx.deps.clock();
+  const ok = inspected.checks.every((c) => c.ok);
+  const record: VerifyRecord = {
+    format: 'lifeboat.verify/v1',
+    dataset: dataset.id,
+    key: input.key,
+    ok,
+    checkedAt: finished.toISOString(),
+    durationMs: finished.getTime() - started.getTime(),
+    expected: { size: input.size ?? -1, sha256: '' },
+    actual: { size: inspected.size, sha256: inspected.sha256 },
+    checks: inspected.checks,
+  };
+  await store.putJson(foreignVerifyKey(dataset, input.key), record, { signal: ctx.signal });
+  if (!ok) {
+    const reason = inspected.checks.filter((c) => !c.ok).map((c) => `${c.name}: ${c.detail}`).join('; ');
+    await ctx.emit('backup.corrupt', { dataset: dataset.id, kind: dataset.kind, key: input.key, checkedAt: record.checkedAt, reason });
+    throw new CorruptBackupError(`${store.label}/${input.key} fails its checks: ${reason}`);
+  }
+  await ctx.emit('backup.verified', { dataset: dataset.id, kind: dataset.kind, key: input.key, size: inspected.size, checkedAt: record.checkedAt });
+  if (inspected.completedAt) await ctx.emit('backup.observed', { dataset: dataset.id, kind: dataset.kind, key: input.key, finishedAt: inspected.completedAt });
+  return record;
+}

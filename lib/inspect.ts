@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { createGunzip } from 'node:zlib';
-import type { Readable } from 'node:stream';
+import { PassThrough, type Readable } from 'node:stream';
+import { inspectRawSnapshot } from './etcd/snapshot.js';
 import type { Check } from './manifest.js';
 import { TailBuffer } from './postgres/process.js';
 import { DUMPALL_TRAILER, TRAILER_WINDOW, hasDumpallTrailer } from './postgres/dumpall.js';
@@ -38,6 +39,14 @@ export async function inspectArtifact(stream: Readable, artifact: { compression:
     });
   }
 
+  // A raw etcd snapshot is checked by its own sha256 trailer, in the same read.
+  let snapshot: Promise<{ check: Check }> | undefined;
+  let feedSnapshot: ((chunk: Buffer | null) => void) | undefined;
+  if (artifact.format === 'etcd-snapshot') {
+    const queue = new PassThrough();
+    feedSnapshot = (chunk) => (chunk ? queue.write(chunk) : queue.end());
+    snapshot = inspectRawSnapshot(queue);
+  }
   // Reports are small JSON documents: keep them whole to read what they say.
   const whole: Buffer[] | undefined = artifact.format === 'mirror-report' ? [] : undefined;
   for await (const chunk of stream as AsyncIterable<Buffer>) {
@@ -45,6 +54,7 @@ export async function inspectArtifact(stream: Readable, artifact: { compression:
     hash.update(chunk);
     size += chunk.length;
     if (whole && size <= 64 * 1024 * 1024) whole.push(chunk);
+    feedSnapshot?.(chunk);
     if (!gunzip) tail.push(chunk);
     else if (!gzipError && !gunzip.write(chunk)) await Promise.race([once(gunzip, 'drain'), gunzipDone]);
   }
@@ -62,6 +72,10 @@ export async function inspectArtifact(stream: Readable, artifact: { compression:
     });
   }
   if (whole) checks.push(...mirrorReportChecks(Buffer.concat(whole)));
+  if (snapshot) {
+    feedSnapshot!(null);
+    checks.push((await snapshot).check);
+  }
   return { size, sha256: hash.digest('hex'), checks };
 }
 

@@ -1,4 +1,3 @@
-import { timingSafeEqual, createHash } from 'node:crypto';
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { FastifyAdapter } from '@bull-board/fastify';
@@ -6,15 +5,11 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import type { Config } from './config/schema.js';
 import { renderMetrics, type QueueDepth } from './metrics/exporter.js';
 import type { MetricsRecorder } from './metrics/recorder.js';
+import { safeEqual } from './secure.js';
 import type { QueueSet } from '../queue/queues.js';
+import { registerWebhook } from '../triggers/webhook.js';
 
 export const BOARD_PATH = '/queues';
-
-/** Constant-time string comparison (hashing first equalises lengths). */
-export function safeEqual(a: string, b: string): boolean {
-  const digest = (s: string) => createHash('sha256').update(s).digest();
-  return timingSafeEqual(digest(a), digest(b));
-}
 
 export interface ServerOptions {
   config: Config;
@@ -28,6 +23,7 @@ export async function buildServer({ config, recorder, queues }: ServerOptions): 
   const depths = (): Promise<QueueDepth[]> => queues.depths();
 
   app.get('/healthz', async () => ({ ok: true }));
+  await registerWebhook(app, { config, queues, recorder });
 
   app.get('/metrics', async (_request, reply) => {
     const { contentType, body } = await renderMetrics(recorder, depths);

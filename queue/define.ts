@@ -67,7 +67,7 @@ export function defineFunction<S extends z.ZodType, R>(def: FunctionDefinition<S
 }
 
 /** A cron trigger with one scheduler per dataset of `kind` that has a schedule. */
-export function cronPerDataset(kind: Dataset['kind'], schedule: (dataset: Dataset) => string | undefined = (d) => d.schedule) {
+export function cronPerDataset(kind: Dataset['kind'], schedule: (dataset: Dataset) => string | undefined = (d) => ('schedule' in d ? d.schedule : undefined)) {
   return {
     cron: (config: Config): CronEntry[] =>
       config.datasets.flatMap((dataset) => {

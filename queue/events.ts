@@ -14,9 +14,19 @@ export const eventSchemas = {
     size: z.number().int().nonnegative(),
     /** What the backup holds, when the artifact is a report about it (a mirror's bytes). */
     dataBytes: z.number().int().nonnegative().optional(),
+    /** When the data was captured, if earlier than the upload (an etcd snapshot): freshness counts from here. */
+    takenAt: z.string().optional(),
     sha256: z.string().optional(),
     startedAt: z.string(),
     finishedAt: z.string(),
+  }),
+  /** A backup another tool wrote to the hub (Velero) was seen complete; it counts for freshness. */
+  'backup.observed': z.object({
+    dataset: z.string(),
+    kind: z.string(),
+    key: z.string(),
+    finishedAt: z.string(),
+    size: z.number().int().nonnegative().optional(),
   }),
   /** verifyObject re-read an artifact and it matched its manifest. */
   'backup.verified': z.object({

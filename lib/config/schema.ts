@@ -194,7 +194,34 @@ export function configSchema(env: NodeJS.ProcessEnv = process.env) {
       .prefault({}),
   });
 
-  const dataset = z.discriminatedUnion('kind', [postgresDataset, bucketDataset]);
+  const etcdDataset = z.strictObject({
+    id,
+    kind: z.literal('etcd'),
+    source: z
+      .strictObject({
+        /** Where k3s writes its snapshots; run the worker that consumes uploadEtcd on that node. */
+        snapshotDir: z.string().min(1).default('/var/lib/rancher/k3s/server/db/snapshots'),
+        /** The k3s server token: a restore onto a new host needs it. Uploaded only with uploadToken. */
+        tokenFile: z.string().min(1).default('/var/lib/rancher/k3s/server/token'),
+        uploadToken: z.boolean().default(false),
+        /** Compare with the ETCDSnapshotFile resources k3s keeps, and report snapshots found in neither place. */
+        listSnapshotFiles: z.boolean().default(false),
+        kubeconfig,
+      })
+      .prefault({}),
+    target: datasetTarget,
+    /** How often to look for new snapshots (k3s takes them on its own schedule). */
+    schedule: cron.default('*/15 * * * *'),
+  });
+
+  /** Velero writes to the hub itself; Lifeboat verifies what arrives (bucket notifications) and tracks freshness. */
+  const veleroDataset = z.strictObject({
+    id,
+    kind: z.literal('velero'),
+    target: datasetTarget,
+  });
+
+  const dataset = z.discriminatedUnion('kind', [postgresDataset, bucketDataset, etcdDataset, veleroDataset]);
 
   const server = z.strictObject({
     host: z.string().default('127.0.0.1'),
@@ -205,6 +232,16 @@ export function configSchema(env: NodeJS.ProcessEnv = process.env) {
     board: z.strictObject({ username: z.string().min(1), password: secret }).optional(),
     /** How long a stopping worker lets running jobs finish before aborting them. */
     shutdownGraceMs: z.int().min(0).default(30_000),
+    /** The S3 server's bucket notifications (MinIO webhook target, or an RGW/SNS push endpoint). */
+    webhook: z
+      .strictObject({
+        enabled: z.boolean().default(true),
+        path: z.string().regex(/^\/[A-Za-z0-9/_-]*$/, 'must be a URL path such as /hooks/s3').default('/hooks/s3'),
+        /** Expected as "Authorization: Bearer <token>"; required unless server.host is loopback. */
+        token: secret.optional(),
+        maxBodyBytes: z.int().min(1024).max(64 * 1024 * 1024).default(1024 * 1024),
+      })
+      .prefault({}),
   });
 
   return z.strictObject({
@@ -215,13 +252,22 @@ export function configSchema(env: NodeJS.ProcessEnv = process.env) {
   });
 }
 
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
 /**
  * Checks between sections (dataset → target, unique ids). Runs on the raw input, so they are reported
  * together with field errors instead of only after every field is fixed.
  */
 export function crossReferenceIssues(raw: unknown): string[] {
   const issues: string[] = [];
-  const root = (raw ?? {}) as { targets?: unknown; datasets?: unknown };
+  const root = (raw ?? {}) as { targets?: unknown; datasets?: unknown; server?: { host?: unknown; webhook?: { enabled?: unknown; token?: unknown } } };
+  const host = typeof root.server?.host === 'string' ? root.server.host : '127.0.0.1';
+  const webhook = root.server?.webhook;
+  if (webhook?.enabled !== false && webhook?.token === undefined && !isLoopback(host)) {
+    issues.push(`server.webhook.token: required when server.host (${host}) is not a loopback address; anyone who can reach the webhook could queue jobs`);
+  }
   const targets = root.targets && typeof root.targets === 'object' ? Object.keys(root.targets) : [];
   if (!Array.isArray(root.datasets)) return issues;
   const seen = new Map<string, number>();
@@ -249,6 +295,7 @@ export type Config = z.output<ReturnType<typeof configSchema>>;
 export type Dataset = Config['datasets'][number];
 export type PostgresDataset = Extract<Dataset, { kind: 'postgres' }>;
 export type BucketDataset = Extract<Dataset, { kind: 'bucket' }>;
+export type EtcdDataset = Extract<Dataset, { kind: 'etcd' }>;
 export type TargetConfig = Config['targets'][string];
 export type S3TargetConfig = Extract<TargetConfig, { kind: 's3' }>;
 export type DirTargetConfig = Extract<TargetConfig, { kind: 'dir' }>;

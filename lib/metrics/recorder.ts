@@ -15,6 +15,8 @@ export interface Sample {
 export interface MetricsRecorder {
   onEvent<E extends EventName>(event: E, payload: EventPayload<E>): Promise<void>;
   jobFailed(fn: string, dataset: string | undefined, kind: string | undefined, at: Date): Promise<void>;
+  /** Adds to a counter (name ends in _total). */
+  count(name: string, labels: Record<string, string>, by?: number): Promise<void>;
   samples(): Promise<Sample[]>;
 }
 
@@ -42,10 +44,14 @@ abstract class BaseRecorder implements MetricsRecorder {
     if (event === 'backup.uploaded') {
       const p = payload as EventPayload<'backup.uploaded'>;
       const labels = { dataset: p.dataset, kind: p.kind };
-      await this.setIfNewer(field('lifeboat_backup_last_success_timestamp_seconds', labels), seconds(p.finishedAt), [
+      await this.setIfNewer(field('lifeboat_backup_last_success_timestamp_seconds', labels), seconds(p.takenAt ?? p.finishedAt), [
         [field('lifeboat_backup_size_bytes', labels), p.dataBytes ?? p.size],
         [field('lifeboat_backup_duration_seconds', labels), (Date.parse(p.finishedAt) - Date.parse(p.startedAt)) / 1000],
       ]);
+    } else if (event === 'backup.observed') {
+      const p = payload as EventPayload<'backup.observed'>;
+      const labels = { dataset: p.dataset, kind: p.kind };
+      await this.setIfNewer(field('lifeboat_backup_last_success_timestamp_seconds', labels), seconds(p.finishedAt), p.size === undefined ? [] : [[field('lifeboat_backup_size_bytes', labels), p.size]]);
     } else if (event === 'backup.verified') {
       const p = payload as EventPayload<'backup.verified'>;
       await this.setIfNewer(field('lifeboat_verify_last_success_timestamp_seconds', { dataset: p.dataset, kind: p.kind }), seconds(p.checkedAt), []);
@@ -73,6 +79,10 @@ abstract class BaseRecorder implements MetricsRecorder {
     if (dataset) {
       await this.setIfNewer(field('lifeboat_backup_last_failure_timestamp_seconds', { dataset, kind: kind ?? 'unknown', fn }), at.getTime() / 1000, []);
     }
+  }
+
+  async count(name: string, labels: Record<string, string>, by = 1): Promise<void> {
+    await this.increment(field(name, labels), by);
   }
 
   protected static parse(entries: Iterable<[string, string]>): Sample[] {

@@ -50,6 +50,8 @@ export interface FakeKubeApi {
    * channel 3) after at least n bytes of stdout were sent.
    */
   dropNextExecAfter(bytes: number, match?: (command: string[]) => boolean): void;
+  /** Serves a cluster-scoped custom resource list at /apis/<group>/<version>/<plural>. */
+  addClusterCustomObjects(group: string, version: string, plural: string, kind: string, items: object[]): void;
   /** Called when a pod is created through the API (POST); may return env/labels to attach (e.g. to point a scratch postgres pod at a local cluster). */
   onCreatePod?: (pod: { namespace: string; name: string; spec: any; metadata: any }) => Partial<FakePod> | void;
   requests: Array<{ method: string; path: string }>; // every request, in order (path includes query)
@@ -107,6 +109,7 @@ class FakeKubeApiServer implements FakeKubeApi {
   private readonly children = new Set<ChildProcess>();
   private dropAfter?: { bytes: number; match?: (command: string[]) => boolean };
   private tempDir = '';
+  private readonly customObjects = new Map<string, { apiVersion: string; kind: string; items: object[] }>();
   private readonly http = createServer((req, res) => this.onRequest(req, res));
   private readonly wss: WebSocketServer;
   private readonly handlers: Partial<Record<`${Verb} ${Resource}`, Handler>> = {
@@ -162,6 +165,11 @@ class FakeKubeApiServer implements FakeKubeApi {
     this.rules.push({ verb, resource, namespace });
   }
 
+  /** Serves a cluster-scoped custom resource list at /apis/<group>/<version>/<plural> (e.g. k3s's etcdsnapshotfiles). */
+  addClusterCustomObjects(group: string, version: string, plural: string, kind: string, items: object[]): void {
+    this.customObjects.set(`/apis/${group}/${version}/${plural}`, { apiVersion: `${group}/${version}`, kind, items });
+  }
+
   dropNextExecAfter(bytes: number, match?: (command: string[]) => boolean): void {
     this.dropAfter = { bytes, match };
   }
@@ -190,6 +198,8 @@ class FakeKubeApiServer implements FakeKubeApi {
     const unauthorized = checkToken(req);
     if (unauthorized) return unauthorized;
     const url = new URL(req.url ?? '/', this.url);
+    const custom = this.customObjects.get(url.pathname);
+    if (custom && req.method === 'GET') return { code: 200, body: { apiVersion: custom.apiVersion, kind: `${custom.kind}List`, metadata: {}, items: custom.items } };
     const target = parseTarget(url.pathname);
     const verb = target && verbOf(req.method, target);
     if (target?.exec) return failure(400, 'BadRequest', 'Upgrade request required');
