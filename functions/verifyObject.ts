@@ -117,6 +117,7 @@ async function verifyForeign(input: { dataset: string; key: string; size?: numbe
     expected: { size: input.size ?? -1, sha256: '' },
     actual: { size: inspected.size, sha256: inspected.sha256 },
     checks: inspected.checks,
+    completedAt: inspected.completedAt,
   };
   await store.putJson(foreignVerifyKey(dataset, input.key), record, { signal: ctx.signal });
   if (!ok) {

@@ -38,6 +38,8 @@ export const verifyRecordSchema = z.object({
   expected: z.object({ size: z.number(), sha256: z.string() }),
   actual: z.object({ size: z.number(), sha256: z.string() }),
   checks: z.array(checkSchema),
+  /** For a backup another tool wrote (Velero): when it completed, as it says itself. */
+  completedAt: z.string().optional(),
 });
 export type VerifyRecord = z.infer<typeof verifyRecordSchema>;
 

@@ -26,7 +26,12 @@ export async function buildServer({ config, recorder, queues }: ServerOptions): 
   await registerWebhook(app, { config, queues, recorder });
 
   app.get('/metrics', async (_request, reply) => {
-    const { contentType, body } = await renderMetrics(recorder, depths);
+    const fromConfig = [
+      ...config.datasets.map((d) => ({ name: 'lifeboat_backup_stale_threshold_seconds', labels: { dataset: d.id, kind: d.kind }, value: d.staleAfterHours * 3600 })),
+      // Every function's failure counter exists from the start at 0, so increase() sees its first failure.
+      ...[...queues.queues.keys()].map((fn) => ({ name: 'lifeboat_job_failures_total', labels: { fn }, value: 0 })),
+    ];
+    const { contentType, body } = await renderMetrics(recorder, depths, fromConfig);
     return reply.type(contentType).send(body);
   });
 

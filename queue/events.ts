@@ -54,6 +54,16 @@ export const eventSchemas = {
     finishedAt: z.string(),
     failedChecks: z.array(z.string()),
   }),
+  /** pruneCheck measured what a target holds. */
+  'capacity.measured': z.object({
+    target: z.string(),
+    usedBytes: z.number().nonnegative(),
+    capacityBytes: z.number().positive().optional(),
+    growthBytesPerDay: z.number().optional(),
+    daysUntilFull: z.number().nonnegative().optional(),
+    datasets: z.array(z.object({ dataset: z.string(), kind: z.string(), bytes: z.number().nonnegative() })),
+    measuredAt: z.string(),
+  }),
 } as const;
 
 export type EventName = keyof typeof eventSchemas;

@@ -7,6 +7,8 @@ import { errorMessage } from '../../queue/errors.js';
 import { syncSchedulers } from '../../triggers/cron.js';
 import { openApp, openLocal, selectFunctions } from '../app.js';
 import { listBackups } from '../catalog.js';
+import { rebuildMetrics } from '../metrics/rebuild.js';
+import { formatIssues } from '../config/issues.js';
 import { ConfigError, loadConfig, type LoadedConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { createLogger } from '../logger.js';
@@ -90,6 +92,8 @@ program
     const log = logger();
     const app = await openApp(cfg, log);
     await syncSchedulers(app.functions, cfg, app.queues, log);
+    // Redis lost its metric state (flushed, replaced): rebuild it from the targets before the first scrape.
+    if (!(await app.recorder.hasState())) log.info({ events: await rebuildMetrics(app.deps) }, 'metrics rebuilt from the targets');
     const server = await buildServer({ config: cfg, recorder: app.recorder, queues: app.queues });
     const address = await server.listen({ host: cfg.server.host, port: cfg.server.port });
     log.info({ address, board: `${address}${BOARD_PATH}`, metrics: `${address}/metrics` }, 'serving');
@@ -103,19 +107,21 @@ program
   .command('run')
   .description('enqueue one job (or run it inline, without Redis)')
   .argument('<function>', allFunctions.map((f) => f.name).join(' | '))
-  .requiredOption('--dataset <id>', 'dataset id from the config')
+  .option('--dataset <id>', 'dataset id from the config (pruneCheck: default all)')
   .option('--tick <iso-time>', 'the tick the run belongs to; the same tick overwrites the same keys (default: now)')
   .option('--wait', 'wait for the job and print its result')
   .option('--inline', 'run in this process, with its fan-out, without Redis')
   .option('--dry-run', 'for functions that support it (mirrorBucket): print the plan, change nothing')
   .addOption(new Option('--timeout <seconds>', 'with --wait: give up after this long').default(3600).argParser(Number))
-  .action(async (fnName: string, opts: { dataset: string; tick?: string; wait?: boolean; inline?: boolean; dryRun?: boolean; timeout: number }) => {
+  .action(async (fnName: string, opts: { dataset?: string; tick?: string; wait?: boolean; inline?: boolean; dryRun?: boolean; timeout: number }) => {
     const { config: cfg } = await config();
-    datasetOrFail(cfg, opts.dataset);
+    if (opts.dataset) datasetOrFail(cfg, opts.dataset);
     const fn = selectFunctions(allFunctions, [fnName])[0]!;
     const tick = opts.tick ? new Date(opts.tick) : new Date();
     if (Number.isNaN(tick.getTime())) throw new CliError(`--tick: not a date: ${opts.tick}`, EXIT.usage);
-    const data = { dataset: opts.dataset, tick: tick.toISOString(), ...(opts.dryRun ? { dryRun: true } : {}) };
+    const data = { ...(opts.dataset ? { dataset: opts.dataset } : {}), tick: tick.toISOString(), ...(opts.dryRun ? { dryRun: true } : {}) };
+    const valid = fn.input.safeParse(data);
+    if (!valid.success) throw new CliError(`invalid input for ${fn.name}: ${formatIssues(valid.error).join('; ')}`, EXIT.usage);
     const log = logger();
 
     if (opts.inline) {
@@ -134,7 +140,7 @@ program
     });
     try {
       const job = await app.queues.enqueue(fn.name, data);
-      process.stderr.write(`enqueued ${fn.name} job ${job.id} for dataset ${opts.dataset}\n`);
+      process.stderr.write(`enqueued ${fn.name} job ${job.id}${opts.dataset ? ` for dataset ${opts.dataset}` : ''}\n`);
       if (!opts.wait) {
         process.stdout.write(`${JSON.stringify({ fn: fn.name, jobId: job.id })}\n`);
         return;

@@ -65,10 +65,13 @@ export function configSchema(env: NodeJS.ProcessEnv = process.env) {
     /** Multipart part size and parts in flight: upload buffers take exactly partSizeMiB × (queueSize + 1). */
     partSizeMiB: z.int().min(5).max(512).default(16),
     queueSize: z.int().min(1).max(16).default(2),
+    /** The hub's disk size: S3 cannot tell free space, so capacity alerts need it (e.g. 1000000000000 for 1 TB). */
+    capacityBytes: z.int().positive().optional(),
   });
   const dirTarget = z.strictObject({
     kind: z.literal('dir'),
     path: z.string().min(1),
+    capacityBytes: z.int().positive().optional(),
   });
 
   const datasetTarget = z.strictObject({ name: z.string().min(1), bucket, prefix });
@@ -150,9 +153,13 @@ export function configSchema(env: NodeJS.ProcessEnv = process.env) {
       .prefault({}),
   });
 
+  /** BackupStale fires this long after the last success. */
+  const staleAfterHours = z.number().positive().default(26);
+
   const postgresDataset = z.strictObject({
     id,
     kind: z.literal('postgres'),
+    staleAfterHours,
     source: z.discriminatedUnion('mode', [postgresDirect, postgresKubernetes]),
     target: datasetTarget,
     schedule: cron.optional(),
@@ -166,6 +173,9 @@ export function configSchema(env: NodeJS.ProcessEnv = process.env) {
   const bucketDataset = z.strictObject({
     id,
     kind: z.literal('bucket'),
+    staleAfterHours,
+    /** How many mirror reports to keep (the mirrored objects themselves follow the source). */
+    retention: retention.prefault({}),
     /** The bucket to mirror (e.g. Ceph RGW in the cluster), with its own read-only credentials. */
     source: z.strictObject({
       endpoint: z.url({ protocol: /^https?$/ }),
@@ -197,6 +207,8 @@ export function configSchema(env: NodeJS.ProcessEnv = process.env) {
   const etcdDataset = z.strictObject({
     id,
     kind: z.literal('etcd'),
+    staleAfterHours,
+    retention: retention.prefault({}),
     source: z
       .strictObject({
         /** Where k3s writes its snapshots; run the worker that consumes uploadEtcd on that node. */
@@ -218,6 +230,7 @@ export function configSchema(env: NodeJS.ProcessEnv = process.env) {
   const veleroDataset = z.strictObject({
     id,
     kind: z.literal('velero'),
+    staleAfterHours,
     target: datasetTarget,
   });
 
@@ -244,8 +257,16 @@ export function configSchema(env: NodeJS.ProcessEnv = process.env) {
       .prefault({}),
   });
 
+  const prune = z.strictObject({
+    /** pruneCheck: retention, freshness, capacity and orphaned uploads, once a day. */
+    schedule: cron.default('30 5 * * *'),
+    /** Incomplete multipart uploads older than this are aborted. */
+    abortUploadsAfterHours: z.number().positive().default(24),
+  });
+
   return z.strictObject({
     redis: redis.prefault({}),
+    prune: prune.prefault({}),
     targets: z.record(id, z.discriminatedUnion('kind', [s3Target, dirTarget])),
     datasets: z.array(dataset).default([]),
     server: server.prefault({}),

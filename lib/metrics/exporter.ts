@@ -11,6 +11,13 @@ const HELP: Record<string, string> = {
   lifeboat_verify_last_failure_timestamp_seconds: 'Unix time an artifact of the dataset last failed verification.',
   lifeboat_verify_failures_total: 'Artifacts found corrupt by verification.',
   lifeboat_job_failures_total: 'Jobs that failed for good, per function.',
+  lifeboat_backup_stale_threshold_seconds: 'How old the last success may get before BackupStale fires (staleAfterHours).',
+  lifeboat_target_used_bytes: 'Bytes the datasets on a target hold (measured by pruneCheck).',
+  lifeboat_target_capacity_bytes: 'The configured size of a target.',
+  lifeboat_target_days_until_full: 'Days until the target is full at the recent growth rate (absent when not growing).',
+  lifeboat_dataset_bytes: 'Bytes a dataset holds on its target.',
+  lifeboat_webhook_events_total: 'Bucket notification records received, by what became of them.',
+  lifeboat_orphan_uploads_aborted_total: 'Incomplete multipart uploads (or temp files) aborted by pruneCheck.',
   lifeboat_drill_last_success_timestamp_seconds: 'Unix time a restore drill of the dataset last passed.',
   lifeboat_drill_last_failure_timestamp_seconds: 'Unix time a restore drill of the dataset last failed.',
   lifeboat_drill_duration_seconds: 'Duration of the last passing restore drill (restore plus checks).',
@@ -23,10 +30,10 @@ export interface QueueDepth {
 }
 
 /** Renders the Prometheus exposition from stored state; a fresh registry per scrape, so nothing is cached. */
-export async function renderMetrics(recorder: MetricsRecorder, queueDepths: () => Promise<QueueDepth[]>): Promise<{ contentType: string; body: string }> {
+export async function renderMetrics(recorder: MetricsRecorder, queueDepths: () => Promise<QueueDepth[]>, fromConfig: Sample[] = []): Promise<{ contentType: string; body: string }> {
   const registry = new Registry();
   const byName = new Map<string, Sample[]>();
-  for (const sample of await recorder.samples()) {
+  for (const sample of [...(await recorder.samples()), ...fromConfig]) {
     const list = byName.get(sample.name) ?? [];
     list.push(sample);
     byName.set(sample.name, list);

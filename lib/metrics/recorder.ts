@@ -18,6 +18,7 @@ export interface MetricsRecorder {
   /** Adds to a counter (name ends in _total). */
   count(name: string, labels: Record<string, string>, by?: number): Promise<void>;
   samples(): Promise<Sample[]>;
+  hasState(): Promise<boolean>;
 }
 
 const seconds = (iso: string) => Date.parse(iso) / 1000;
@@ -38,6 +39,10 @@ function field(name: string, labels: Record<string, string>): string {
 abstract class BaseRecorder implements MetricsRecorder {
   protected abstract setIfNewer(tsField: string, ts: number, others: Array<[string, number]>): Promise<void>;
   protected abstract increment(field: string, by: number): Promise<void>;
+  protected abstract set(field: string, value: number): Promise<void>;
+  protected abstract unset(field: string): Promise<void>;
+  /** Whether any state exists (false after Redis was flushed or replaced). */
+  abstract hasState(): Promise<boolean>;
   abstract samples(): Promise<Sample[]>;
 
   async onEvent<E extends EventName>(event: E, payload: EventPayload<E>): Promise<void> {
@@ -66,6 +71,14 @@ abstract class BaseRecorder implements MetricsRecorder {
         await this.increment(field('lifeboat_drill_failures_total', labels), 1);
         await this.setIfNewer(field('lifeboat_drill_last_failure_timestamp_seconds', labels), seconds(p.finishedAt), []);
       }
+    } else if (event === 'capacity.measured') {
+      const p = payload as EventPayload<'capacity.measured'>;
+      const labels = { target: p.target };
+      await this.set(field('lifeboat_target_used_bytes', labels), p.usedBytes);
+      if (p.capacityBytes !== undefined) await this.set(field('lifeboat_target_capacity_bytes', labels), p.capacityBytes);
+      if (p.daysUntilFull !== undefined) await this.set(field('lifeboat_target_days_until_full', labels), p.daysUntilFull);
+      else await this.unset(field('lifeboat_target_days_until_full', labels));
+      for (const d of p.datasets) await this.set(field('lifeboat_dataset_bytes', { dataset: d.dataset, kind: d.kind }), d.bytes);
     } else if (event === 'backup.corrupt') {
       const p = payload as EventPayload<'backup.corrupt'>;
       const labels = { dataset: p.dataset, kind: p.kind };
@@ -109,6 +122,15 @@ export class RedisMetricsRecorder extends BaseRecorder {
   protected async increment(f: string, by: number): Promise<void> {
     await this.redis.hincrbyfloat(this.key, f, by);
   }
+  protected async set(f: string, value: number): Promise<void> {
+    await this.redis.hset(this.key, f, String(value));
+  }
+  protected async unset(f: string): Promise<void> {
+    await this.redis.hdel(this.key, f);
+  }
+  async hasState(): Promise<boolean> {
+    return (await this.redis.exists(this.key)) === 1;
+  }
   async samples(): Promise<Sample[]> {
     return BaseRecorder.parse(Object.entries(await this.redis.hgetall(this.key)));
   }
@@ -125,6 +147,15 @@ export class MemoryMetricsRecorder extends BaseRecorder {
   }
   protected async increment(f: string, by: number): Promise<void> {
     this.state.set(f, String(Number(this.state.get(f) ?? 0) + by));
+  }
+  protected async set(f: string, value: number): Promise<void> {
+    this.state.set(f, String(value));
+  }
+  protected async unset(f: string): Promise<void> {
+    this.state.delete(f);
+  }
+  async hasState(): Promise<boolean> {
+    return this.state.size > 0;
   }
   async samples(): Promise<Sample[]> {
     return BaseRecorder.parse(this.state.entries());

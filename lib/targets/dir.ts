@@ -5,7 +5,7 @@ import { dirname, join, sep } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { HashingStream } from './hash.js';
-import { ObjectNotFoundError, type HeadResult, type ObjectInfo, type PutOptions, type PutResult, type TargetStore } from './store.js';
+import { ObjectNotFoundError, type HeadResult, type IncompleteUpload, type ObjectInfo, type PutOptions, type PutResult, type TargetStore } from './store.js';
 
 /** Unfinished writes live here, outside the key space, until renamed into place. */
 const TMP_DIR = '.lifeboat-tmp';
@@ -144,6 +144,20 @@ export class DirStore implements TargetStore {
         dir = dirname(dir);
       }
     }
+  }
+
+  /** A dir target's unfinished writes are the temp files a killed process left behind. */
+  async *incompleteUploads(): AsyncIterable<IncompleteUpload> {
+    const dir = join(this.root, TMP_DIR);
+    const names = await readdir(dir).catch(() => [] as string[]);
+    for (const name of names) {
+      const s = await stat(join(dir, name)).catch(() => undefined);
+      if (s) yield { key: `${TMP_DIR}/${name}`, id: name, initiated: s.mtime };
+    }
+  }
+
+  async abortIncomplete(upload: IncompleteUpload): Promise<void> {
+    await rm(join(this.root, TMP_DIR, upload.id), { force: true });
   }
 
   async ensureBucket(): Promise<void> {

@@ -2,7 +2,9 @@ import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import { Readable, pipeline } from 'node:stream';
 import {
+  AbortMultipartUploadCommand,
   CreateBucketCommand,
+  ListMultipartUploadsCommand,
   DeleteObjectsCommand,
   GetObjectCommand,
   HeadBucketCommand,
@@ -14,7 +16,7 @@ import {
 import type { S3TargetConfig } from '../config/schema.js';
 import { HashingStream } from './hash.js';
 import { uploadStream } from './multipart.js';
-import { ObjectNotFoundError, type HeadResult, type ObjectInfo, type PutOptions, type PutResult, type TargetStore } from './store.js';
+import { ObjectNotFoundError, type HeadResult, type IncompleteUpload, type ObjectInfo, type PutOptions, type PutResult, type TargetStore } from './store.js';
 
 export interface S3Connection {
   endpoint: string;
@@ -194,6 +196,20 @@ export class S3Store implements TargetStore {
         throw new Error(`${this.label}: ${r.Errors.length} deletes failed, first ${first.Key}: ${first.Code} ${first.Message}`);
       }
     }
+  }
+
+  async *incompleteUploads(options: { signal?: AbortSignal } = {}): AsyncIterable<IncompleteUpload> {
+    let KeyMarker: string | undefined;
+    let UploadIdMarker: string | undefined;
+    do {
+      const page = await this.client.send(new ListMultipartUploadsCommand({ Bucket: this.bucket, KeyMarker, UploadIdMarker }), { abortSignal: options.signal });
+      for (const u of page.Uploads ?? []) yield { key: u.Key!, id: u.UploadId!, initiated: u.Initiated ?? new Date(0) };
+      [KeyMarker, UploadIdMarker] = page.IsTruncated ? [page.NextKeyMarker, page.NextUploadIdMarker] : [undefined, undefined];
+    } while (KeyMarker);
+  }
+
+  async abortIncomplete(upload: IncompleteUpload): Promise<void> {
+    await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: upload.key, UploadId: upload.id }));
   }
 
   async ensureBucket(): Promise<void> {

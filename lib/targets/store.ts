@@ -46,8 +46,17 @@ export interface TargetStore {
   /** All objects under prefix, in S3 key order (UTF-8 byte order). */
   list(prefix: string, options?: { startAfter?: string; signal?: AbortSignal }): AsyncIterable<ObjectInfo>;
   delete(keys: string[], options?: { signal?: AbortSignal }): Promise<void>;
+  /** Uploads that were started and never completed or aborted (a killed process), oldest first. */
+  incompleteUploads(options?: { signal?: AbortSignal }): AsyncIterable<IncompleteUpload>;
+  abortIncomplete(upload: IncompleteUpload): Promise<void>;
   /** Creates the bucket if it does not exist (tests, demo). */
   ensureBucket(): Promise<void>;
+}
+
+export interface IncompleteUpload {
+  key: string;
+  id: string;
+  initiated: Date;
 }
 
 /** Thrown by get/getJson when the key does not exist. */

@@ -1,0 +1,130 @@
+import { z } from 'zod';
+import { listBackups } from '../lib/catalog.js';
+import { appendSample, forecast, type CapacitySample } from '../lib/capacity.js';
+import type { Dataset } from '../lib/config/schema.js';
+import { requireDataset } from '../lib/datasets.js';
+import { MANIFEST_FILE, MIRROR_REPORTS } from '../lib/layout.js';
+import { targetEvents } from '../lib/metrics/rebuild.js';
+import { GRACE_MS, planRetention } from '../lib/retention.js';
+import type { TargetStore } from '../lib/targets/store.js';
+import { defineFunction, type Ctx } from '../queue/define.js';
+
+interface DatasetOutcome {
+  dataset: string;
+  kept: Array<{ id: string; status: string; reasons: string[] }>;
+  deleted: string[];
+  orphanFolders: string[];
+  guarded?: string;
+  bytes: number;
+}
+
+/** Deletes a backup folder, manifest first: a half-deleted backup must not look like a backup. */
+async function deleteFolder(store: TargetStore, keys: string[], signal: AbortSignal): Promise<void> {
+  const manifests = keys.filter((k) => k.endsWith(`/${MANIFEST_FILE}`));
+  await store.delete(manifests, { signal });
+  await store.delete(keys.filter((k) => !manifests.includes(k)), { signal });
+}
+
+/** Bytes a dataset holds on its target: everything under its prefix (a mirror's objects included). */
+async function datasetBytes(store: TargetStore, dataset: Dataset, signal: AbortSignal): Promise<number> {
+  const prefix = dataset.kind === 'bucket' || dataset.kind === 'velero' ? dataset.target.prefix : `${dataset.target.prefix}${dataset.id}/`;
+  let bytes = 0;
+  for await (const o of store.list(prefix, { signal })) bytes += o.size;
+  return bytes;
+}
+
+async function pruneDataset(ctx: Ctx, dataset: Dataset, dryRun: boolean): Promise<DatasetOutcome> {
+  const store = ctx.deps.storeFor(dataset);
+  const now = ctx.deps.clock();
+  const orphans: Array<{ id: string; keys: string[]; lastModified: Date }> = [];
+  const outcome: DatasetOutcome = { dataset: dataset.id, kept: [], deleted: [], orphanFolders: [], bytes: 0 };
+  // Velero prunes its own backups (its TTL); Lifeboat only watches them.
+  if (dataset.kind !== 'velero') {
+    const entries = await listBackups(store, dataset, { signal: ctx.signal, onOrphan: (o) => orphans.push(o) });
+    const plan = planRetention(entries, dataset.retention, now);
+    outcome.kept = plan.keep.map((k) => ({ id: k.entry.id, status: k.entry.status, reasons: k.reasons }));
+    outcome.guarded = plan.guarded;
+    if (plan.guarded) ctx.log.error({ guard: plan.guarded }, 'retention guard stopped all deletions');
+    for (const entry of plan.delete) {
+      if (!dryRun) await deleteFolder(store, entry.keys, ctx.signal);
+      outcome.deleted.push(entry.id);
+    }
+    // A folder without a manifest is an upload that died (or a half-finished delete) once it is old enough.
+    for (const orphan of orphans) {
+      if (now.getTime() - orphan.lastModified.getTime() < GRACE_MS) continue;
+      if (!dryRun) await store.delete(orphan.keys, { signal: ctx.signal });
+      outcome.orphanFolders.push(orphan.id);
+    }
+    for (const { event, payload } of await targetEvents(ctx.deps, dataset, entries.filter((e) => !outcome.deleted.includes(e.id)), ctx.signal)) {
+      await ctx.emit(event, payload as never);
+    }
+  } else {
+    for (const { event, payload } of await targetEvents(ctx.deps, dataset, undefined, ctx.signal)) await ctx.emit(event, payload as never);
+  }
+  outcome.bytes = await datasetBytes(store, dataset, ctx.signal);
+  return outcome;
+}
+
+export const pruneCheck = defineFunction({
+  name: 'pruneCheck',
+  description: 'Enforces retention (never below N verified backups), reads freshness from the target, measures capacity and aborts orphaned uploads.',
+  input: z.object({
+    /** One dataset, or all of them. */
+    dataset: z.string().min(1).optional(),
+    dryRun: z.boolean().optional(),
+  }),
+  triggers: [{ cron: (config) => [{ id: 'daily', pattern: config.prune.schedule, input: {} }] }],
+  retries: { attempts: 3, backoffMs: 300_000 },
+  concurrency: 1,
+  timeoutMs: 6 * 3600_000,
+
+  async handler(input, ctx) {
+    const { config } = ctx.deps;
+    const dryRun = input.dryRun ?? false;
+    const datasets = input.dataset ? [requireDataset(config, input.dataset)] : config.datasets;
+    const results: DatasetOutcome[] = [];
+    for (const dataset of datasets) {
+      results.push(await pruneDataset(ctx, dataset, dryRun));
+      ctx.log.info({ dataset: dataset.id, deleted: results.at(-1)!.deleted.length, kept: results.at(-1)!.kept.length, dryRun }, 'retention applied');
+    }
+
+    // Capacity per target: what its datasets hold, against its configured size, with a forecast from the history kept on the target.
+    const capacity: Array<{ target: string; usedBytes: number; daysUntilFull?: number; growthBytesPerDay?: number }> = [];
+    const now = ctx.deps.clock();
+    for (const target of new Set(datasets.map((d) => d.target.name))) {
+      const onTarget = datasets.filter((d) => d.target.name === target);
+      const usedBytes = results.filter((r) => onTarget.some((d) => d.id === r.dataset)).reduce((a, r) => a + r.bytes, 0);
+      const home = ctx.deps.storeFor(onTarget[0]!);
+      const historyKey = `${MIRROR_REPORTS}capacity/${target}.json`;
+      const history = ((await home.getJson<{ samples?: CapacitySample[] }>(historyKey, { signal: ctx.signal })) ?? {}).samples ?? [];
+      const samples = appendSample(history, { at: now.toISOString(), usedBytes });
+      if (!dryRun && !input.dataset) await home.putJson(historyKey, { target, samples }, { signal: ctx.signal });
+      const capacityBytes = config.targets[target]?.capacityBytes;
+      const f = forecast(samples, capacityBytes);
+      capacity.push({ target, usedBytes, daysUntilFull: f.daysUntilFull, growthBytesPerDay: f.growthPerDay });
+      if (!input.dataset) {
+        await ctx.emit('capacity.measured', {
+          target, usedBytes, capacityBytes, growthBytesPerDay: f.growthPerDay, daysUntilFull: f.daysUntilFull, measuredAt: now.toISOString(),
+          datasets: results.filter((r) => onTarget.some((d) => d.id === r.dataset)).map((r) => ({ dataset: r.dataset, kind: onTarget.find((d) => d.id === r.dataset)!.kind, bytes: r.bytes })),
+        });
+      }
+    }
+
+    // Uploads a killed process left open hold space invisibly; abort them once they are old enough.
+    let abortedUploads = 0;
+    const cutoff = now.getTime() - config.prune.abortUploadsAfterHours * 3600_000;
+    const seen = new Set<string>();
+    for (const dataset of datasets) {
+      const store = ctx.deps.storeFor(dataset);
+      if (seen.has(store.label)) continue;
+      seen.add(store.label);
+      for await (const upload of store.incompleteUploads({ signal: ctx.signal })) {
+        if (upload.initiated.getTime() > cutoff) continue;
+        if (!dryRun) await store.abortIncomplete(upload);
+        abortedUploads += 1;
+      }
+    }
+    if (abortedUploads && !dryRun) await ctx.deps.metrics.count('lifeboat_orphan_uploads_aborted_total', {}, abortedUploads);
+    return { dryRun, datasets: results, capacity, abortedUploads };
+  },
+});

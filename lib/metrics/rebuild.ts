@@ -1,0 +1,61 @@
+import { listBackups, type BackupEntry } from '../catalog.js';
+import type { Dataset } from '../config/schema.js';
+import type { Deps } from '../deps.js';
+import { MIRROR_REPORTS } from '../layout.js';
+import { drillRecordSchema, verifyRecordSchema } from '../manifest.js';
+import type { EventName, EventPayload } from '../../queue/events.js';
+
+export type Replay = { [E in EventName]: { event: E; payload: EventPayload<E> } }[EventName];
+
+/**
+ * What the target itself says about a dataset, as the events that would have produced its metrics:
+ * the newest good backup, the newest verification, the newest drill (and, for Velero, the newest
+ * completed backup seen by verification). Metrics rebuilt from these survive the loss of Redis.
+ */
+export async function targetEvents(deps: Deps, dataset: Dataset, entries?: BackupEntry[], signal?: AbortSignal): Promise<Replay[]> {
+  const store = deps.storeFor(dataset);
+  const out: Replay[] = [];
+  if (dataset.kind === 'velero') {
+    let newest: { key: string; completedAt: string } | undefined;
+    for await (const o of store.list(`${dataset.target.prefix}${MIRROR_REPORTS}verify/`, { signal })) {
+      const record = verifyRecordSchema.safeParse(await store.getJson(o.key, { signal }));
+      if (record.success && record.data.ok && record.data.completedAt && (!newest || record.data.completedAt > newest.completedAt)) newest = { key: record.data.key, completedAt: record.data.completedAt };
+    }
+    if (newest) out.push({ event: 'backup.observed', payload: { dataset: dataset.id, kind: dataset.kind, key: newest.key, finishedAt: newest.completedAt } });
+    return out;
+  }
+  const backups = entries ?? (await listBackups(store, dataset, { signal }));
+  const good = backups.find((e) => e.status !== 'corrupt');
+  if (good) {
+    const takenAt = (good.manifest.source as { takenAt?: string }).takenAt;
+    out.push({ event: 'backup.observed', payload: { dataset: dataset.id, kind: dataset.kind, key: good.manifest.artifact.key, finishedAt: takenAt ?? good.manifest.finishedAt, size: good.manifest.artifact.size } });
+  }
+  const verified = backups.find((e) => e.status === 'verified');
+  if (verified?.verify) out.push({ event: 'backup.verified', payload: { dataset: dataset.id, kind: dataset.kind, key: verified.manifest.artifact.key, size: verified.manifest.artifact.size, checkedAt: verified.verify.checkedAt } });
+  const drilled = backups.filter((e) => e.drillKey);
+  let newestDrill: { ok: boolean; key: string; startedAt: string; finishedAt: string; failed: string[] } | undefined;
+  for (const e of drilled) {
+    const record = drillRecordSchema.safeParse(await store.getJson(e.drillKey!, { signal }));
+    if (record.success && (!newestDrill || record.data.finishedAt > newestDrill.finishedAt)) {
+      newestDrill = { ok: record.data.ok, key: record.data.key, startedAt: record.data.startedAt, finishedAt: record.data.finishedAt, failed: record.data.checks.filter((c) => !c.ok).map((c) => c.name) };
+    }
+  }
+  if (newestDrill) out.push({ event: 'drill.completed', payload: { dataset: dataset.id, kind: dataset.kind, key: newestDrill.key, ok: newestDrill.ok, startedAt: newestDrill.startedAt, finishedAt: newestDrill.finishedAt, failedChecks: newestDrill.failed } });
+  return out;
+}
+
+/** Replays every dataset's target events into the recorder (serve does this when Redis has no metric state). */
+export async function rebuildMetrics(deps: Deps): Promise<number> {
+  let replayed = 0;
+  for (const dataset of deps.config.datasets) {
+    try {
+      for (const { event, payload } of await targetEvents(deps, dataset)) {
+        await deps.metrics.onEvent(event, payload as never);
+        replayed += 1;
+      }
+    } catch (err) {
+      deps.logger.warn({ dataset: dataset.id, err: (err as Error).message }, 'could not read the target to rebuild metrics');
+    }
+  }
+  return replayed;
+}
