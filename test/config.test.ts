@@ -140,8 +140,8 @@ describe('docs/lifeboat.example.yaml', () => {
     }
     for (const [from, to] of Object.entries(files)) yaml = yaml.replaceAll(`\${file:${from}}`, `\${file:${to}}`);
     await writeFile(join(dir, 'lifeboat.yaml'), yaml);
-    const { config } = await loadConfig({ cwd: dir, env: { HUB_POSTGRES_ACCESS_KEY: 'k' } });
-    expect(config.datasets.map((d) => d.id)).toEqual(['main-postgres', 'cluster-postgres']);
+    const { config } = await loadConfig({ cwd: dir, env: { HUB_POSTGRES_ACCESS_KEY: 'k', RGW_READER_ACCESS_KEY: 'r' } });
+    expect(config.datasets.map((d) => d.id)).toEqual(['main-postgres', 'cluster-postgres', 'rgw-photos', 'k3s-etcd', 'velero']);
     expect(config.server.timezone).toBe('Europe/Berlin');
   });
 });
