@@ -3,7 +3,8 @@ import { requireDataset } from '../lib/datasets.js';
 import { inspectArtifact } from '../lib/inspect.js';
 import { MANIFEST_FILE, siblingKey, VERIFY_FILE } from '../lib/layout.js';
 import { manifestSchema, type Check, type VerifyRecord } from '../lib/manifest.js';
-import { ObjectNotFoundError } from '../lib/targets/store.js';
+import type { Dataset } from '../lib/config/schema.js';
+import { ObjectNotFoundError, type TargetStore } from '../lib/targets/store.js';
 import { objectRangeSource } from '../lib/etcd/local.js';
 import { inspectZipSnapshot } from '../lib/etcd/snapshot.js';
 import { inspectForeignObject } from '../lib/foreign.js';
@@ -66,29 +67,7 @@ export const verifyObject = defineFunction({
       }
     }
 
-    const finished = ctx.deps.clock();
-    const ok = checks.every((c) => c.ok);
-    const record: VerifyRecord = {
-      format: 'lifeboat.verify/v1',
-      dataset: dataset.id,
-      key: input.key,
-      ok,
-      checkedAt: finished.toISOString(),
-      durationMs: finished.getTime() - started.getTime(),
-      expected,
-      actual,
-      checks,
-    };
-    await store.putJson(siblingKey(input.key, VERIFY_FILE), record, { signal: ctx.signal });
-
-    if (ok) {
-      await ctx.emit('backup.verified', { dataset: dataset.id, kind: dataset.kind, key: input.key, size: actual.size, checkedAt: record.checkedAt });
-      ctx.log.info({ key: input.key, size: actual.size }, 'verified');
-      return record;
-    }
-    const reason = checks.filter((c) => !c.ok).map((c) => `${c.name}: ${c.detail}`).join('; ');
-    await ctx.emit('backup.corrupt', { dataset: dataset.id, kind: dataset.kind, key: input.key, checkedAt: record.checkedAt, reason });
-    throw new CorruptBackupError(`${store.label}/${input.key} is corrupt: ${reason}`);
+    return recordVerdict(ctx, { dataset, store, key: input.key, resultKey: siblingKey(input.key, VERIFY_FILE), started, expected, actual, checks });
   },
 });
 
@@ -105,27 +84,40 @@ async function verifyForeign(input: { dataset: string; key: string; size?: numbe
     if (err instanceof ObjectNotFoundError) return { size: 0, sha256: '', checks: [{ name: 'object', ok: false, detail: 'the object does not exist (deleted since the notification?)' }], completedAt: undefined };
     throw err;
   });
-  const finished = ctx.deps.clock();
-  const ok = inspected.checks.every((c) => c.ok);
-  const record: VerifyRecord = {
-    format: 'lifeboat.verify/v1',
-    dataset: dataset.id,
-    key: input.key,
-    ok,
-    checkedAt: finished.toISOString(),
-    durationMs: finished.getTime() - started.getTime(),
-    expected: { size: input.size ?? -1, sha256: '' },
-    actual: { size: inspected.size, sha256: inspected.sha256 },
-    checks: inspected.checks,
-    completedAt: inspected.completedAt,
-  };
-  await store.putJson(foreignVerifyKey(dataset, input.key), record, { signal: ctx.signal });
-  if (!ok) {
-    const reason = inspected.checks.filter((c) => !c.ok).map((c) => `${c.name}: ${c.detail}`).join('; ');
-    await ctx.emit('backup.corrupt', { dataset: dataset.id, kind: dataset.kind, key: input.key, checkedAt: record.checkedAt, reason });
-    throw new CorruptBackupError(`${store.label}/${input.key} fails its checks: ${reason}`);
-  }
-  await ctx.emit('backup.verified', { dataset: dataset.id, kind: dataset.kind, key: input.key, size: inspected.size, checkedAt: record.checkedAt });
+  const record = await recordVerdict(ctx, {
+    dataset, store, key: input.key, resultKey: foreignVerifyKey(dataset, input.key), started,
+    expected: { size: input.size ?? -1, sha256: '' }, actual: { size: inspected.size, sha256: inspected.sha256 }, checks: inspected.checks, completedAt: inspected.completedAt,
+  });
   if (inspected.completedAt) await ctx.emit('backup.observed', { dataset: dataset.id, kind: dataset.kind, key: input.key, finishedAt: inspected.completedAt });
   return record;
+}
+
+/** Writes the verification result, then emits backup.verified, or backup.corrupt and fails permanently. */
+async function recordVerdict(
+  ctx: Ctx,
+  v: { dataset: Dataset; store: TargetStore; key: string; resultKey: string; started: Date; expected: VerifyRecord['expected']; actual: VerifyRecord['actual']; checks: Check[]; completedAt?: string },
+): Promise<VerifyRecord> {
+  const finished = ctx.deps.clock();
+  const ok = v.checks.every((c) => c.ok);
+  const record: VerifyRecord = {
+    format: 'lifeboat.verify/v1',
+    dataset: v.dataset.id,
+    key: v.key,
+    ok,
+    checkedAt: finished.toISOString(),
+    durationMs: finished.getTime() - v.started.getTime(),
+    expected: v.expected,
+    actual: v.actual,
+    checks: v.checks,
+    completedAt: v.completedAt,
+  };
+  await v.store.putJson(v.resultKey, record, { signal: ctx.signal });
+  if (ok) {
+    await ctx.emit('backup.verified', { dataset: v.dataset.id, kind: v.dataset.kind, key: v.key, size: v.actual.size, checkedAt: record.checkedAt });
+    ctx.log.info({ key: v.key, size: v.actual.size }, 'verified');
+    return record;
+  }
+  const reason = v.checks.filter((c) => !c.ok).map((c) => `${c.name}: ${c.detail}`).join('; ');
+  await ctx.emit('backup.corrupt', { dataset: v.dataset.id, kind: v.dataset.kind, key: v.key, checkedAt: record.checkedAt, reason });
+  throw new CorruptBackupError(`${v.store.label}/${v.key} is corrupt: ${reason}`);
 }
