@@ -9,6 +9,7 @@ import { inspectRawSnapshot, inspectZipSnapshot, parseSnapshotName, type RangeSo
 export interface LocalSnapshot extends SnapshotName {
   path: string;
   size: number;
+  mtimeMs: number;
 }
 
 /** The k3s snapshots in a directory, oldest first; other files (metadata, temp files) are ignored. */
@@ -17,7 +18,8 @@ export async function listLocalSnapshots(dir: string): Promise<LocalSnapshot[]> 
   for (const entry of await readdir(dir, { withFileTypes: true })) {
     const parsed = entry.isFile() ? parseSnapshotName(entry.name) : undefined;
     if (!parsed) continue;
-    out.push({ ...parsed, path: join(dir, entry.name), size: (await stat(join(dir, entry.name))).size });
+    const s = await stat(join(dir, entry.name));
+    out.push({ ...parsed, path: join(dir, entry.name), size: s.size, mtimeMs: s.mtimeMs });
   }
   return out.sort((a, b) => a.createdAt.getTime() - b.createdAt.getTime() || a.name.localeCompare(b.name));
 }
