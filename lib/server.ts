@@ -31,7 +31,7 @@ export async function buildServer({ config, recorder, queues }: ServerOptions): 
       // Every function's failure counter exists from the start at 0, so increase() sees its first failure.
       ...[...queues.queues.keys()].map((fn) => ({ name: 'lifeboat_job_failures_total', labels: { fn }, value: 0 })),
     ];
-    const { contentType, body } = await renderMetrics(recorder, depths, fromConfig);
+    const { contentType, body } = await renderMetrics(recorder, depths, fromConfig, new Set(config.datasets.map((d) => d.id)));
     return reply.type(contentType).send(body);
   });
 

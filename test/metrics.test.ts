@@ -9,7 +9,8 @@ const apps: App[] = [];
 afterEach(async () => closeApps(apps));
 
 async function open(prefix: string, server: Record<string, unknown> = {}) {
-  const config = testConfig({ redisPrefix: prefix, server });
+  // The events below are for dataset "main": /metrics exports only configured datasets.
+  const config = testConfig({ redisPrefix: prefix, server, datasets: [{ id: 'main', kind: 'velero', target: { name: 'hub', bucket: 'velero' } }] });
   const app = await openApp(config, logger(), { functions: allFunctions });
   apps.push(app);
   const http = await buildServer({ config, recorder: app.recorder, queues: app.queues });
@@ -52,6 +53,16 @@ describe('/metrics', () => {
     const body = (await http.inject({ method: 'GET', url: '/metrics' })).body;
     expect(body).toContain('lifeboat_backup_last_success_timestamp_seconds{dataset="main",kind="postgres"} 1795658400');
     expect(body).toContain('lifeboat_backup_size_bytes{dataset="main",kind="postgres"} 2000');
+  });
+
+  it('does not export state of datasets no longer in the config', async () => {
+    const { app, http } = await open(`lbtest-metrics-removed-${Date.now()}`);
+    await app.emit('backup.uploaded', { ...uploaded('2026-11-26T02:00:00Z', 10), dataset: 'gone' });
+    const withConfig = testConfig({ redisPrefix: app.config.redis.prefix, datasets: [{ id: 'main', kind: 'velero', target: { name: 'hub', bucket: 'velero' } }] });
+    const scoped = await buildServer({ config: withConfig, recorder: app.recorder, queues: app.queues });
+    const body = (await scoped.inject({ method: 'GET', url: '/metrics' })).body;
+    expect(body).not.toContain('dataset="gone"');
+    expect((await http.inject({ method: 'GET', url: '/metrics' })).body).not.toContain('dataset="gone"');
   });
 
   it('shows queue depth per function', async () => {

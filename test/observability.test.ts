@@ -315,7 +315,10 @@ describe('live Prometheus with the shipped rules', () => {
     const prometheusBin = binary('prometheus');
 
     // lifeboat serve, in process: the real app on real Redis and the real HTTP server.
-    const config = testConfig({ redisPrefix: `lbtest-observability-${Date.now()}` });
+    const config = testConfig({
+      redisPrefix: `lbtest-observability-${Date.now()}`,
+      datasets: [{ id: 'live', kind: 'postgres', source: { mode: 'direct', url: 'postgres://postgres@127.0.0.1/postgres' }, target: { name: 'hub', bucket: 'postgres' } }],
+    });
     const app = await openApp(config, logger());
     apps.push(app);
     http = await buildServer({ config, recorder: app.recorder, queues: app.queues });

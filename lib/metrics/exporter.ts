@@ -30,10 +30,17 @@ export interface QueueDepth {
 }
 
 /** Renders the Prometheus exposition from stored state; a fresh registry per scrape, so nothing is cached. */
-export async function renderMetrics(recorder: MetricsRecorder, queueDepths: () => Promise<QueueDepth[]>, fromConfig: Sample[] = []): Promise<{ contentType: string; body: string }> {
+export async function renderMetrics(
+  recorder: MetricsRecorder,
+  queueDepths: () => Promise<QueueDepth[]>,
+  fromConfig: Sample[] = [],
+  /** Datasets in the config: state left over from removed ones is not exported, so it cannot alert forever. */
+  datasets?: Set<string>,
+): Promise<{ contentType: string; body: string }> {
   const registry = new Registry();
   const byName = new Map<string, Sample[]>();
-  for (const sample of [...(await recorder.samples()), ...fromConfig]) {
+  const stored = (await recorder.samples()).filter((s) => !datasets || s.labels.dataset === undefined || datasets.has(s.labels.dataset));
+  for (const sample of [...stored, ...fromConfig]) {
     const list = byName.get(sample.name) ?? [];
     list.push(sample);
     byName.set(sample.name, list);
