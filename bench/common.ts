@@ -9,18 +9,18 @@ export function startBenchRgw(): Promise<BenchRgw> {
   return startRgw({ store: 'bluestore' });
 }
 
-/** Environment for `rclone --config /dev/null` with one s3 remote per name, all on the bench RGW. */
-export function rcloneEnv(rgw: BenchRgw, remotes: string[]): NodeJS.ProcessEnv {
+/** Environment for `rclone --config /dev/null` with one s3 remote per name (each with its own user), all on the bench RGW. */
+export function rcloneEnv(rgw: BenchRgw, remotes: Record<string, { key: string; secret: string }>): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env };
   delete env.AWS_CA_BUNDLE; // the machine's bundle breaks rclone's S3 client
-  for (const name of remotes) {
+  for (const [name, credentials] of Object.entries(remotes)) {
     const p = `RCLONE_CONFIG_${name.toUpperCase()}_`;
     Object.assign(env, {
       [`${p}TYPE`]: 's3',
       [`${p}PROVIDER`]: 'Other',
       [`${p}ENDPOINT`]: rgw.endpoint,
-      [`${p}ACCESS_KEY_ID`]: rgw.accessKeyId,
-      [`${p}SECRET_ACCESS_KEY`]: rgw.secretAccessKey,
+      [`${p}ACCESS_KEY_ID`]: credentials.key,
+      [`${p}SECRET_ACCESS_KEY`]: credentials.secret,
       [`${p}FORCE_PATH_STYLE`]: 'true',
       [`${p}REGION`]: 'us-east-1',
     });

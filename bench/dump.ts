@@ -46,7 +46,7 @@ try {
   await s3.send(new CreateBucketCommand({ Bucket: 'bench' }));
   s3.destroy();
   const rclone = `env -u AWS_CA_BUNDLE rclone --config /dev/null`;
-  const renv = rcloneEnv(rgw, ['hub']);
+  const renv = rcloneEnv(rgw, { hub: { key: rgw.accessKeyId, secret: rgw.secretAccessKey } });
   const dumpall = `pg_dumpall --dbname '${cluster.url}'`;
 
   console.error(`generating pgbench scale ${scale} (~${gib} GiB of dump) …`);

@@ -45,10 +45,7 @@ try {
       child.stdout.on('data', (c) => (out += c));
       child.on('close', (code) => (code === 0 ? resolve(JSON.parse(out)) : reject(new Error(`mirror-child exited ${code}`))));
     });
-  const renv = rcloneEnv(rgw, []);
-  for (const [name, u] of Object.entries(users)) {
-    Object.assign(renv, { [`RCLONE_CONFIG_${name.toUpperCase()}_TYPE`]: 's3', [`RCLONE_CONFIG_${name.toUpperCase()}_PROVIDER`]: 'Other', [`RCLONE_CONFIG_${name.toUpperCase()}_ENDPOINT`]: rgw.endpoint, [`RCLONE_CONFIG_${name.toUpperCase()}_ACCESS_KEY_ID`]: u.key, [`RCLONE_CONFIG_${name.toUpperCase()}_SECRET_ACCESS_KEY`]: u.secret, [`RCLONE_CONFIG_${name.toUpperCase()}_FORCE_PATH_STYLE`]: 'true' });
-  }
+  const renv = rcloneEnv(rgw, users);
   const rclone = (from: string, to: string) => timeShell(`env -u AWS_CA_BUNDLE rclone --config /dev/null sync src:${from} dst:${to}`, { env: renv });
   const rcloneRss = async (from: string, to: string) => {
     const out = execFileSync('bash', ['-c', `/usr/bin/time -f %M env -u AWS_CA_BUNDLE rclone --config /dev/null sync src:${from} dst:${to} 2>&1 >/dev/null | tail -1`], { env: renv, encoding: 'utf8' });

@@ -25,9 +25,8 @@ async function deleteFolder(store: TargetStore, keys: string[], signal: AbortSig
   await store.delete(keys.filter((k) => !manifests.includes(k)), { signal });
 }
 
-/** Bytes a dataset holds on its target: everything under its prefix (a mirror's objects included). */
-async function datasetBytes(store: TargetStore, dataset: Dataset, signal: AbortSignal): Promise<number> {
-  const prefix = dataset.kind === 'bucket' || dataset.kind === 'velero' ? dataset.target.prefix : `${dataset.target.prefix}${dataset.id}/`;
+/** Bytes under a prefix: a mirror's objects, or Velero's, which the backup catalog does not list. */
+async function bytesUnder(store: TargetStore, prefix: string, signal: AbortSignal): Promise<number> {
   let bytes = 0;
   for await (const o of store.list(prefix, { signal })) bytes += o.size;
   return bytes;
@@ -36,11 +35,13 @@ async function datasetBytes(store: TargetStore, dataset: Dataset, signal: AbortS
 async function pruneDataset(ctx: Ctx, dataset: Dataset, dryRun: boolean): Promise<DatasetOutcome> {
   const store = ctx.deps.storeFor(dataset);
   const now = ctx.deps.clock();
-  const orphans: Array<{ id: string; keys: string[]; lastModified: Date }> = [];
+  const orphans: Array<{ id: string; keys: string[]; lastModified: Date; bytes: number }> = [];
   const outcome: DatasetOutcome = { dataset: dataset.id, kept: [], deleted: [], orphanFolders: [], bytes: 0 };
   // Velero prunes its own backups (its TTL); Lifeboat only watches them.
   if (dataset.kind !== 'velero') {
     const entries = await listBackups(store, dataset, { signal: ctx.signal, onOrphan: (o) => orphans.push(o) });
+    // The catalog listing already saw every object of a dump or snapshot dataset: count what stays.
+    let kept = entries.reduce((a, e) => a + e.bytes, 0) + orphans.reduce((a, o) => a + o.bytes, 0);
     const plan = planRetention(entries, dataset.retention, now);
     outcome.kept = plan.keep.map((k) => ({ id: k.entry.id, status: k.entry.status, reasons: k.reasons }));
     outcome.guarded = plan.guarded;
@@ -48,20 +49,23 @@ async function pruneDataset(ctx: Ctx, dataset: Dataset, dryRun: boolean): Promis
     for (const entry of plan.delete) {
       if (!dryRun) await deleteFolder(store, entry.keys, ctx.signal);
       outcome.deleted.push(entry.id);
+      if (!dryRun) kept -= entry.bytes;
     }
     // A folder without a manifest is an upload that died (or a half-finished delete) once it is old enough.
     for (const orphan of orphans) {
       if (now.getTime() - orphan.lastModified.getTime() < GRACE_MS) continue;
       if (!dryRun) await store.delete(orphan.keys, { signal: ctx.signal });
       outcome.orphanFolders.push(orphan.id);
+      if (!dryRun) kept -= orphan.bytes;
     }
+    outcome.bytes = dataset.kind === 'bucket' ? await bytesUnder(store, dataset.target.prefix, ctx.signal) : kept;
     for (const { event, payload } of await targetEvents(ctx.deps, dataset, entries.filter((e) => !outcome.deleted.includes(e.id)), ctx.signal)) {
       await ctx.emit(event, payload as never);
     }
   } else {
     for (const { event, payload } of await targetEvents(ctx.deps, dataset, undefined, ctx.signal)) await ctx.emit(event, payload as never);
+    outcome.bytes = await bytesUnder(store, dataset.target.prefix, ctx.signal);
   }
-  outcome.bytes = await datasetBytes(store, dataset, ctx.signal);
   return outcome;
 }
 

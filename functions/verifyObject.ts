@@ -12,6 +12,14 @@ import { MIRROR_REPORTS } from '../lib/layout.js';
 import { defineFunction, type Ctx } from '../queue/define.js';
 import { CorruptBackupError } from '../queue/errors.js';
 
+/**
+ * One object version is verified once, whether it was announced by our own backup.uploaded or by a
+ * bucket notification. Quotes stripped: HEAD gives "etag", notifications give etag.
+ */
+export function verifyDedupeKey(o: { target: string; bucket: string; key: string; etag?: string; version?: string }): string {
+  return `${o.target}/${o.bucket}/${o.key}/${o.etag?.replace(/"/g, '') || o.version || ''}`;
+}
+
 export const verifyObject = defineFunction({
   name: 'verifyObject',
   description: 'Re-reads an uploaded artifact, compares size and sha256 with its manifest, checks its content, and writes verify.json.',
@@ -27,8 +35,7 @@ export const verifyObject = defineFunction({
     {
       event: 'backup.uploaded',
       // The same object (same content version) is verified once, however often the event arrives.
-      // Quotes stripped: HEAD gives "etag", notifications give etag (triggers/webhook.ts builds the same key).
-      dedupe: (e: { target: string; bucket: string; key: string; etag?: string; sha256?: string }) => `${e.target}/${e.bucket}/${e.key}/${e.etag?.replace(/"/g, '') || e.sha256 || ''}`,
+      dedupe: (e: { target: string; bucket: string; key: string; etag?: string; sha256?: string }) => verifyDedupeKey({ ...e, version: e.sha256 }),
     },
   ],
   retries: { attempts: 5, backoffMs: 30_000 },

@@ -26,7 +26,7 @@ export interface BackupEntry {
 export async function listBackups(
   store: TargetStore,
   dataset: Pick<Dataset, 'id' | 'target' | 'kind'>,
-  options: { signal?: AbortSignal; /** Folders without a manifest: unfinished or half-deleted backups. */ onOrphan?: (folder: { id: string; keys: string[]; lastModified: Date }) => void } = {},
+  options: { signal?: AbortSignal; /** Folders without a manifest: unfinished or half-deleted backups. */ onOrphan?: (folder: { id: string; keys: string[]; lastModified: Date; bytes: number }) => void } = {},
 ): Promise<BackupEntry[]> {
   const prefix = datasetPrefix(dataset);
   const folders = new Map<string, { manifest?: string; verify?: string; drill?: string; keys: string[]; bytes: number; lastModified: Date }>();
@@ -48,7 +48,7 @@ export async function listBackups(
   const entries: BackupEntry[] = [];
   for (const [id, folder] of folders) {
     if (!folder.manifest) {
-      options.onOrphan?.({ id, keys: folder.keys, lastModified: folder.lastModified });
+      options.onOrphan?.({ id, keys: folder.keys, lastModified: folder.lastModified, bytes: folder.bytes });
       continue;
     }
     const manifest = manifestSchema.safeParse(await store.getJson(folder.manifest, options));

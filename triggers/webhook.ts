@@ -5,6 +5,7 @@ import type { Config, Dataset } from '../lib/config/schema.js';
 import { DRILL_FILE, MANIFEST_FILE, MIRROR_REPORTS, VERIFY_FILE } from '../lib/layout.js';
 import type { MetricsRecorder } from '../lib/metrics/recorder.js';
 import { safeEqual } from '../lib/secure.js';
+import { verifyDedupeKey } from '../functions/verifyObject.js';
 import { dedupeJobId } from '../queue/fanout.js';
 import type { QueueSet } from '../queue/queues.js';
 
@@ -67,9 +68,9 @@ export function route(record: z.infer<typeof recordSchema>, config: Config): Rou
   return { verdict: 'verify', dataset, event: { bucket, key, size, etag: eTag?.replace(/"/g, '') || undefined, versionId: versionId || undefined } };
 }
 
-/** The same dedupe key verifyObject uses for backup.uploaded, so one object is verified once. */
+/** The job id verifyObject's own fan-out gives the same object, so one object is verified once. */
 export function verifyJobId(target: string, event: ObjectCreated): string {
-  return dedupeJobId('verifyObject', `${target}/${event.bucket}/${event.key}/${event.etag ?? event.versionId ?? ''}`);
+  return dedupeJobId('verifyObject', verifyDedupeKey({ target, bucket: event.bucket, key: event.key, etag: event.etag, version: event.versionId }));
 }
 
 /**

@@ -75,11 +75,16 @@ function describeError(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-/** Keys of the destination listing, less the destination prefix; Lifeboat's own reports are not part of the mirror. */
-async function* underPrefix(listing: AsyncIterable<ObjectInfo>, strip: string, skip: string): AsyncIterable<ObjectInfo> {
-  for await (const o of listing) {
-    if (o.key.startsWith(skip)) continue;
-    yield { ...o, key: o.key.slice(strip.length) };
+interface Side {
+  store: S3Store;
+  prefix: string;
+}
+
+/** A side's objects keyed without its prefix; Lifeboat's own reports under the destination are not part of the mirror. */
+async function* listSide(side: Side, signal: AbortSignal | undefined, skip?: string): AsyncIterable<ObjectInfo> {
+  for await (const o of side.store.list(side.prefix, { signal })) {
+    if (skip !== undefined && o.key.startsWith(skip)) continue;
+    yield { ...o, key: o.key.slice(side.prefix.length) };
   }
 }
 
@@ -88,7 +93,7 @@ async function* underPrefix(listing: AsyncIterable<ObjectInfo>, strip: string, s
  * stays flat whatever the object count. Equal size and ETag is "unchanged" without a request; an ETag
  * that cannot match (a multipart copy) is settled by the destination's recorded source ETag.
  */
-export async function mirrorBucket(source: { store: S3Store; prefix: string }, destination: { store: S3Store; prefix: string }, options: MirrorOptions): Promise<MirrorResult> {
+export async function mirrorBucket(source: Side, destination: Side, options: MirrorOptions): Promise<MirrorResult> {
   const { signal, log } = options;
   const result: MirrorResult = {
     source: tally(), destination: tally(), copied: tally(), skipped: tally(), deleted: tally(),
@@ -146,9 +151,7 @@ export async function mirrorBucket(source: { store: S3Store; prefix: string }, d
   };
   const copy = (o: ObjectInfo, reason: 'new' | 'changed') => (options.dryRun ? copyNow(o, reason) : run(() => copyNow(o, reason)));
 
-  const sourceListing = underPrefix(source.store.list(source.prefix, { signal }), source.prefix, '\u0000');
-  const destinationListing = underPrefix(destination.store.list(destination.prefix, { signal }), destination.prefix, reports);
-  for await (const { key, source: s, destination: d } of mergeJoin(sourceListing, destinationListing, (o) => o.key, (o) => o.key)) {
+  for await (const { key, source: s, destination: d } of mergeJoin(listSide(source, signal), listSide(destination, signal, reports), (o) => o.key, (o) => o.key)) {
     signal?.throwIfAborted();
     if (d) add(result.destination, d.size);
     if (!s) {
@@ -191,7 +194,7 @@ export async function mirrorBucket(source: { store: S3Store; prefix: string }, d
  * A second listing pass (counts and sizes on both sides) and a sha256 comparison of the sample. When the
  * run changed nothing, the first pass already compared both full listings, so it stands as the check.
  */
-async function verify(source: { store: S3Store; prefix: string }, destination: { store: S3Store; prefix: string }, options: MirrorOptions, result: MirrorResult, sample: ObjectInfo[]) {
+async function verify(source: Side, destination: Side, options: MirrorOptions, result: MirrorResult, sample: ObjectInfo[]) {
   const listing = result.verification.listing;
   const reports = destination.prefix + MIRROR_REPORTS;
   const changed = result.copied.count + result.deleted.count + result.failed.count > 0;
@@ -199,12 +202,8 @@ async function verify(source: { store: S3Store; prefix: string }, destination: {
     // Nothing copied means every source object was present with its size (else it would have been copied).
     Object.assign(listing, { source: { ...result.source }, destination: { ...result.destination }, missing: 0, sizeMismatch: 0, extra: result.destination.count - result.source.count });
   }
-  for await (const { source: s, destination: d } of changed ? mergeJoin(
-    underPrefix(source.store.list(source.prefix, { signal: options.signal }), source.prefix, '\u0000'),
-    underPrefix(destination.store.list(destination.prefix, { signal: options.signal }), destination.prefix, reports),
-    (o) => o.key,
-    (o) => o.key,
-  ) : []) {
+  const second = changed ? mergeJoin(listSide(source, options.signal), listSide(destination, options.signal, reports), (o) => o.key, (o) => o.key) : [];
+  for await (const { source: s, destination: d } of second) {
     if (s) add(listing.source, s.size);
     if (d) add(listing.destination, d.size);
     if (s && !d) listing.missing += 1;
