@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { chmod, mkdtemp, readdir, writeFile } from 'node:fs/promises';
+import { access, chmod, mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { S3Client } from '@aws-sdk/client-s3';
@@ -78,13 +78,14 @@ async function verifiedBackup(cfg: Config, tick: string): Promise<string> {
   return key;
 }
 
-const scratchDirs = async () => (await readdir(tmpdir())).filter((d) => d.startsWith('lifeboat-pg-')).sort();
+/** The drill's own cluster directory, from drill.json's "where" ("local cluster in /tmp/lifeboat-pg-…"). Other test files make clusters at the same time, so only this one is looked for. */
+const scratchDirOf = (where: string) => /^local cluster in (\/.+)$/.exec(where)?.[1];
+const exists = (path: string) => access(path).then(() => true, () => false);
 
 describe('drillRestore, local mode, on real Postgres and RGW', () => {
   it('passes on a good dump, writes drill.json, records the metric and leaves no cluster behind', async () => {
     const cfg = config('good');
     const key = await verifiedBackup(cfg, '2026-11-20T02:00:00Z');
-    const before = await scratchDirs();
     const drill = await run(cfg, drillRestore, { dataset: 'good' });
     expect(drill.ok ? 'passed' : drill.error.message).toBe('passed');
     const record = drillRecordSchema.parse(drill.ok ? drill.value : undefined);
@@ -99,7 +100,8 @@ describe('drillRestore, local mode, on real Postgres and RGW', () => {
     expect(drillRecordSchema.parse(stored).ok).toBe(true);
     expect(drill.emitted).toEqual(['drill.completed']);
     expect(drill.samples.find((s) => s.name === 'lifeboat_drill_last_success_timestamp_seconds')?.value).toBeGreaterThan(0);
-    expect(await scratchDirs()).toEqual(before);
+    expect(scratchDirOf(record.where)).toMatch(/lifeboat-pg-/);
+    expect(await exists(scratchDirOf(record.where)!)).toBe(false);
   });
 
   it('fails and names the check when a database is missing from the dump', async () => {
@@ -108,12 +110,13 @@ describe('drillRestore, local mode, on real Postgres and RGW', () => {
     await chmod(wrapper, 0o755);
     const cfg = config('nogamma', { pgDumpall: wrapper });
     await verifiedBackup(cfg, '2026-11-20T02:00:00Z');
-    const before = await scratchDirs();
     const drill = await run(cfg, drillRestore, { dataset: 'nogamma' });
     expect(drill.ok).toBe(false);
     expect(!drill.ok && drill.error).toMatchObject({ name: 'PermanentError', message: expect.stringContaining('database gamma (missing after restore)') });
     expect(drill.samples).toContainEqual({ name: 'lifeboat_drill_failures_total', labels: { dataset: 'nogamma', kind: 'postgres' }, value: 1 });
-    expect(await scratchDirs()).toEqual(before);
+    const written = drillRecordSchema.parse(await openLocal(cfg, logger()).storeFor(cfg.datasets[0]!).getJson(`nogamma/20261120T020000Z/drill.json`));
+    expect(written.ok).toBe(false);
+    expect(await exists(scratchDirOf(written.where)!)).toBe(false);
   });
 
   it('fails and names a user assertion that does not hold', async () => {
