@@ -1,11 +1,11 @@
 import { createReadStream } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { CustomObjectsApi } from '@kubernetes/client-node';
 import { z } from 'zod';
 import { requireDataset } from '../lib/datasets.js';
-import { inspectSnapshotFile, listLocalSnapshots } from '../lib/etcd/local.js';
+import { inspectSnapshotFile, listLocalSnapshots, type LocalSnapshot } from '../lib/etcd/local.js';
 import { kubeError } from '../lib/kube/client.js';
 import { datasetPrefix, MANIFEST_FILE } from '../lib/layout.js';
 import { LIFEBOAT_VERSION, manifestSchema, type Manifest } from '../lib/manifest.js';
@@ -41,11 +41,18 @@ export const uploadEtcd = defineFunction({
       if (o.key.endsWith(`/${MANIFEST_FILE}`)) onHub.add(o.key.slice(prefix.length).split('/')[0]!);
     }
 
+    // k3s compresses straight into the final .zip path, so a young file may be half-written: leave it for the next run.
+    const settleMs = dataset.source.settleSeconds * 1000;
     const uploaded: string[] = [];
     const skipped: string[] = [];
+    const pending: string[] = [];
     const corrupt: Array<{ file: string; reason: string }> = [];
     for (const snapshot of local) {
       ctx.signal.throwIfAborted();
+      if (ctx.deps.clock().getTime() - snapshot.mtimeMs < settleMs) {
+        pending.push(snapshot.name);
+        continue;
+      }
       const dir = `${prefix}${snapshot.name}/`;
       const key = `${dir}${snapshot.name}`;
       const existing = onHub.has(snapshot.name) ? manifestSchema.safeParse(await store.getJson(`${dir}${MANIFEST_FILE}`, { signal: ctx.signal })) : undefined;
@@ -56,7 +63,15 @@ export const uploadEtcd = defineFunction({
         skipped.push(snapshot.name);
         continue;
       }
-      const inspected = await inspectSnapshotFile(snapshot);
+      // A file that fails to read or changes while read is still being written, not corrupt.
+      const inspected = await inspectSnapshotFile(snapshot).catch(async (err: unknown) => {
+        if (await changedSinceListing(snapshot).catch(() => false)) return undefined;
+        throw err;
+      });
+      if (!inspected || (await changedSinceListing(snapshot))) {
+        pending.push(snapshot.name);
+        continue;
+      }
       if (existing?.success && existing.data.artifact.sha256 === inspected.sha256 && existing.data.artifact.size === inspected.size) {
         skipped.push(snapshot.name);
         continue;
@@ -97,13 +112,23 @@ export const uploadEtcd = defineFunction({
     const token: 'uploaded' | 'unchanged' | undefined = dataset.source.uploadToken ? await uploadToken(ctx, dataset, store) : undefined;
     const missing: string[] = dataset.source.listSnapshotFiles ? await unaccounted(ctx, dataset, new Set([...local.map((s) => s.name), ...onHub])) : [];
     if (missing.length > 0) ctx.log.warn({ missing }, 'k3s lists snapshots that are neither on this node nor on the hub');
+    if (pending.length > 0) ctx.log.info({ pending: pending.length, files: pending, settleSeconds: dataset.source.settleSeconds }, 'snapshots still being written, left for the next run');
     ctx.log.info({ uploaded: uploaded.length, skipped: skipped.length, corrupt: corrupt.length }, 'etcd snapshots in sync');
     if (corrupt.length > 0) {
       throw new PermanentError(`dataset ${dataset.id}: ${corrupt.length} corrupt snapshot(s) not uploaded: ${corrupt.map((c) => `${c.file} (${c.reason})`).join('; ')}`);
     }
-    return { uploaded, skipped, corrupt, missing, token };
+    return { uploaded, skipped, pending, corrupt, missing, token };
   },
 });
+
+/** Whether the file is gone, or its size or mtime differ from the listing: k3s is still writing or replacing it. */
+async function changedSinceListing(snapshot: LocalSnapshot): Promise<boolean> {
+  const now = await stat(snapshot.path).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return undefined;
+    throw err;
+  });
+  return !now || now.size !== snapshot.size || now.mtimeMs !== snapshot.mtimeMs;
+}
 
 /** The server token goes to its own prefix (token/<dataset>/), so a bucket policy can fence it off. */
 async function uploadToken(ctx: Ctx, dataset: EtcdDataset, store: TargetStore): Promise<'uploaded' | 'unchanged'> {

@@ -1,5 +1,6 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { writeFileSync } from 'node:fs';
+import { copyFile, mkdir, mkdtemp, readFile, rm, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -8,7 +9,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { uploadEtcd } from '../functions/uploadEtcd.js';
 import { verifyObject } from '../functions/verifyObject.js';
 import { openLocal } from '../lib/app.js';
-import type { Config } from '../lib/config/schema.js';
+import { ConfigError } from '../lib/config/load.js';
+import type { Config, EtcdDataset } from '../lib/config/schema.js';
 import { freePort } from '../lib/net.js';
 import type { AnyFunction } from '../queue/define.js';
 import { runFunction } from '../queue/runner.js';
@@ -67,12 +69,23 @@ afterAll(async () => {
   client.destroy();
 });
 
-function config(id: string, dir: string, source: Record<string, unknown> = {}): Config {
-  return testConfig({ datasets: [{ id, kind: 'etcd', source: { snapshotDir: dir, ...source }, target: { name: 'hub', bucket } }] });
+function etcdConfig(id: string, source: Record<string, unknown>): Config {
+  return testConfig({ datasets: [{ id, kind: 'etcd', source, target: { name: 'hub', bucket } }] });
 }
 
-async function run(cfg: Config, fn: AnyFunction, data: Record<string, unknown>) {
-  const deps = openLocal(cfg, logger());
+/** Tests write their snapshots just before running, so they do not wait out the settle time unless a test is about it. */
+function config(id: string, dir: string, source: Record<string, unknown> = {}): Config {
+  return etcdConfig(id, { snapshotDir: dir, settleSeconds: 0, ...source });
+}
+
+/** The first half of the real compressed snapshot: what k3s leaves at the final .zip path mid-compression. */
+async function truncatedZip(): Promise<{ full: Buffer; half: Buffer }> {
+  const full = await readFile(join(work, 'source', `${names.zip}.zip`));
+  return { full, half: full.subarray(0, Math.floor(full.length / 2)) };
+}
+
+async function run(cfg: Config, fn: AnyFunction, data: Record<string, unknown>, clock?: () => Date) {
+  const deps = openLocal(cfg, logger(), { clock });
   const events: Array<{ event: string; payload: any }> = [];
   try {
     const value = await runFunction(fn, data, { jobId: 't', attempt: 1, maxAttempts: 1, createdAt: Date.now() }, { deps, emit: async (event, payload) => { events.push({ event, payload }); } });
@@ -156,5 +169,74 @@ describe('uploadEtcd with real etcd snapshots and RGW', () => {
     } finally {
       await kube.close();
     }
+  });
+});
+
+describe('uploadEtcd settle time (k3s compresses straight into the final .zip path)', () => {
+  const file = `${names.zip}.zip`;
+
+  it('a zip still being written is pending, not corrupt', async () => {
+    const dir = await snapshotDir('writing');
+    const { full, half } = await truncatedZip();
+    await writeFile(join(dir, file), half);
+    const cfg = etcdConfig('writing', { snapshotDir: dir });
+    const first = await run(cfg, uploadEtcd, { dataset: 'writing' });
+    expect(first.ok, first.ok ? '' : first.error.message).toBe(true);
+    expect(first.value).toMatchObject({ uploaded: [], skipped: [], pending: [file], corrupt: [] });
+    expect(first.events).toEqual([]);
+    expect(await listKeys(client, bucket, 'writing/')).toEqual([]);
+
+    await writeFile(join(dir, file), full); // k3s finishes compressing
+    const afterSettle = () => new Date(Date.now() + 121_000);
+    const second = await run(cfg, uploadEtcd, { dataset: 'writing' }, afterSettle);
+    expect(second.ok ? second.value : second.error).toMatchObject({ uploaded: [file], pending: [], corrupt: [] });
+    expect((await listKeys(client, bucket, 'writing/')).sort()).toEqual([`writing/${file}/${file}`, `writing/${file}/manifest.json`]);
+    const verified = await run(cfg, verifyObject, { dataset: 'writing', key: `writing/${file}/${file}` });
+    expect(verified.ok, verified.ok ? '' : verified.error.message).toBe(true);
+    expect(verified.value.checks.map((c: { name: string }) => c.name)).toContain(`zip crc32 ${names.zip}`);
+  });
+
+  it('a stable truncated zip is still corrupt', async () => {
+    const dir = await snapshotDir('stable');
+    await writeFile(join(dir, file), (await truncatedZip()).half);
+    const anHourAgo = new Date(Date.now() - 3600_000);
+    await utimes(join(dir, file), anHourAgo, anHourAgo);
+    const outcome = await run(etcdConfig('stable', { snapshotDir: dir }), uploadEtcd, { dataset: 'stable' });
+    expect(!outcome.ok && outcome.error).toMatchObject({ name: 'PermanentError', message: expect.stringContaining(`${join(dir, file)} (zip: not a readable zip`) });
+    expect(outcome.events.map((e) => e.event)).toEqual(['backup.corrupt']);
+    expect(outcome.events[0]!.payload).toMatchObject({ dataset: 'stable', key: join(dir, file) });
+    expect(await listKeys(client, bucket, 'stable/')).toEqual([]);
+  });
+
+  it('a zip that grows between listing and inspection is pending, not corrupt', async () => {
+    const dir = await snapshotDir('growing');
+    const { half } = await truncatedZip();
+    await writeFile(join(dir, file), half.subarray(0, Math.floor(half.length / 2)));
+    const anHourAgo = new Date(Date.now() - 3600_000);
+    await utimes(join(dir, file), anHourAgo, anHourAgo);
+    // uploadEtcd first reads the clock after listing, before inspecting: k3s writes more right then.
+    let resumed = false;
+    const clock = () => {
+      if (!resumed) writeFileSync(join(dir, file), half);
+      resumed = true;
+      return new Date();
+    };
+    const outcome = await run(etcdConfig('growing', { snapshotDir: dir }), uploadEtcd, { dataset: 'growing' }, clock);
+    expect(outcome.ok ? outcome.value : outcome.error).toMatchObject({ uploaded: [], pending: [file], corrupt: [] });
+    expect(outcome.events).toEqual([]);
+    expect(await listKeys(client, bucket, 'growing/')).toEqual([]);
+  });
+
+  it('source.settleSeconds defaults to 120 and rejects -1', () => {
+    const dataset = etcdConfig('defaults', { snapshotDir: '/snapshots' }).datasets[0] as EtcdDataset;
+    expect(dataset.source.settleSeconds).toBe(120);
+    let problems: string[] = [];
+    try {
+      etcdConfig('negative', { snapshotDir: '/snapshots', settleSeconds: -1 });
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      problems = err.problems;
+    }
+    expect(problems).toEqual([expect.stringMatching(/^datasets\[0\]\.source\.settleSeconds: /)]);
   });
 });

@@ -218,6 +218,8 @@ export function configSchema(env: NodeJS.ProcessEnv = process.env) {
         uploadToken: z.boolean().default(false),
         /** Compare with the ETCDSnapshotFile resources k3s keeps, and report snapshots found in neither place. */
         listSnapshotFiles: z.boolean().default(false),
+        /** k3s compresses a snapshot straight into its final .zip path; one younger than this may be half-written. */
+        settleSeconds: z.int().min(0).default(120),
         kubeconfig,
       })
       .prefault({}),
