@@ -3,7 +3,8 @@ import { z } from 'zod';
 import { requireDataset } from '../lib/datasets.js';
 import { backupDir, MANIFEST_FILE } from '../lib/layout.js';
 import { LIFEBOAT_VERSION, type Manifest } from '../lib/manifest.js';
-import { checkBucket, mirrorBucket as mirror, type PlannedAction } from '../lib/mirror/mirror.js';
+import type { BucketDataset } from '../lib/config/schema.js';
+import { checkBucket, mirrorBucket as mirror, type DeletionGuard, type PlannedAction } from '../lib/mirror/mirror.js';
 import { S3Store } from '../lib/targets/s3.js';
 import { cronPerDataset, defineFunction } from '../queue/define.js';
 import { PermanentError } from '../queue/errors.js';
@@ -19,6 +20,8 @@ export const mirrorBucket = defineFunction({
     tick: z.iso.datetime().optional(),
     /** Plan only: list what would be copied and deleted, change nothing. */
     dryRun: z.boolean().optional(),
+    /** Delete even when the deletion guard trips (the CLI allows it on inline runs only). */
+    forceDelete: z.boolean().optional(),
   }),
   triggers: [cronPerDataset('bucket')],
   retries: { attempts: 3, backoffMs: 120_000 },
@@ -41,6 +44,8 @@ export const mirrorBucket = defineFunction({
       { store: destination, prefix: dataset.target.prefix },
       {
         deletion: m.deletion,
+        maxDeletePercent: m.maxDeletePercent,
+        force: input.forceDelete ?? false,
         multipartThreshold: m.multipartThresholdMiB * MiB,
         partSize: m.partSizeMiB * MiB,
         concurrency: m.concurrency,
@@ -51,11 +56,15 @@ export const mirrorBucket = defineFunction({
         onAction: input.dryRun ? (a) => plan.length < 1000 && plan.push(a) : undefined,
       },
     );
-    if (input.dryRun) return { dryRun: true, copy: result.copied, delete: result.deleted, skip: result.skipped, plan, planTruncated: plan.length >= 1000 };
+    if (input.dryRun) {
+      return { dryRun: true, copy: result.copied, delete: result.deleted, skip: result.skipped, deletionGuard: result.deletionGuard, plan, planTruncated: plan.length >= 1000 };
+    }
 
     const finished = ctx.deps.clock();
     const mismatches = result.verification.sample.mismatches;
-    const ok = result.failed.count === 0 && result.verification.listing.ok && mismatches.length === 0;
+    const guard = result.deletionGuard;
+    const guardStopped = guard !== undefined && guard.tripped && !guard.forced;
+    const ok = result.failed.count === 0 && result.verification.listing.ok && mismatches.length === 0 && !guardStopped;
     const report = {
       format: 'lifeboat.mirror-report/v1',
       dataset: dataset.id,
@@ -91,6 +100,7 @@ export const mirrorBucket = defineFunction({
       await ctx.emit('backup.corrupt', { dataset: dataset.id, kind: dataset.kind, key, checkedAt: report.finishedAt, reason });
       throw new PermanentError(`dataset ${dataset.id}: ${mismatches.length} sampled objects differ between source and destination (${reason}); see ${key}`);
     }
+    if (guardStopped) throw new PermanentError(`${guardMessage(dataset, guard)}; see ${key}`);
     if (!ok) {
       const l = result.verification.listing;
       throw new Error(`dataset ${dataset.id}: ${result.failed.count} objects failed, ${l.missing} missing and ${l.sizeMismatch} of a different size after the run; see ${key}`);
@@ -102,3 +112,11 @@ export const mirrorBucket = defineFunction({
     return { key, copied: result.copied, skipped: result.skipped, deleted: result.deleted, heads: result.heads, source: result.source };
   },
 });
+
+function guardMessage(dataset: BucketDataset, guard: DeletionGuard): string {
+  const what = guard.reason === 'source-empty'
+    ? `the source lists no objects but the destination has ${guard.destination}`
+    : `the mirror would delete ${guard.wouldDelete} of ${guard.destination} destination objects (${guard.percent}%), above mirror.maxDeletePercent ${guard.limitPercent}`;
+  const { endpoint, bucket, prefix } = dataset.source;
+  return `dataset ${dataset.id}: ${what}; deleted nothing. Check the source bucket (${bucket}${prefix ? `, prefix ${prefix}` : ''} at ${endpoint}); to delete anyway run it inline with --force-delete`;
+}

@@ -5,6 +5,9 @@ import { mirrorBucket } from '../functions/mirrorBucket.js';
 import { verifyObject } from '../functions/verifyObject.js';
 import { openLocal } from '../lib/app.js';
 import type { Config } from '../lib/config/schema.js';
+import { requireDataset } from '../lib/datasets.js';
+import { mirrorBucket as mirrorLib, type PlannedAction } from '../lib/mirror/mirror.js';
+import type { S3Store } from '../lib/targets/s3.js';
 import { runFunction } from '../queue/runner.js';
 import type { AnyFunction } from '../queue/define.js';
 import { createBucket, listKeys, logger, multipartUploads, removeBucket, rgwUser, s3Client, s3ClientFor, s3Env, testConfig, testEnv } from './helpers.js';
@@ -76,6 +79,27 @@ const put = (client: S3Client, bucket: string, key: string, body: Buffer | strin
   client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: typeof body === 'string' ? Buffer.from(body) : body, ...extra }));
 const sha = async (client: S3Client, bucket: string, key: string) =>
   createHash('sha256').update(Buffer.from(await (await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }))).Body!.transformToByteArray())).digest('hex');
+
+const readJson = async (client: S3Client, bucket: string, key: string) =>
+  JSON.parse(Buffer.from(await (await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }))).Body!.transformToByteArray()).toString());
+
+// Mirrored objects on the hub, without Lifeboat's own reports.
+const mirroredKeys = async (dst: string) => (await listKeys(hub, dst, 'rgw/')).filter((k) => !k.startsWith('rgw/_lifeboat/')).map((k) => k.slice('rgw/'.length)).sort();
+
+const deleteFromSource = async (src: string, keys: string[]) => {
+  for (const key of keys) await source.send(new DeleteObjectCommand({ Bucket: src, Key: key }));
+};
+
+/** Ten objects (obj-00 … obj-09) mirrored once with deletion: delete. */
+async function mirroredTen(mirror: Record<string, unknown> = {}) {
+  const { src, dst } = await buckets2();
+  const keys = Array.from({ length: 10 }, (_, i) => `obj-${String(i).padStart(2, '0')}`);
+  for (const key of keys) await put(source, src, key, `content of ${key}`);
+  const first = await run(config(src, dst, { deletion: 'delete', ...mirror }), mirrorBucket);
+  expect(first.error).toBeUndefined();
+  expect(await mirroredKeys(dst)).toEqual(keys);
+  return { src, dst, keys };
+}
 
 const ODD_KEYS = ['plain.txt', 'with space.txt', 'plus+sign.txt', 'percent%20encoded.txt', 'ünïcødé/ファイル.txt', 'emoji 😀.txt', 'deep/a/b/c/d/e/f/g.txt', 'empty'];
 
@@ -189,6 +213,110 @@ describe('mirrorBucket on real Ceph RGW (two users)', () => {
     expect(wrong.error).toMatchObject({ name: 'PermanentError', message: expect.stringMatching(/^dataset photos source \(http:\/\/127\.0\.0\.1:\d+\): access to bucket lb-test-.* denied/) });
     const missing = await run(config(src, 'lb-no-such-bucket'), mirrorBucket);
     expect(missing.error).toMatchObject({ name: 'PermanentError', message: 'dataset photos destination (target hub): bucket lb-no-such-bucket does not exist' });
+  });
+});
+
+describe('mirrorBucket deletion guard', () => {
+  it('the delete guard keeps the hub copy when the source is emptied', async () => {
+    const { src, dst, keys } = await mirroredTen();
+    await deleteFromSource(src, keys);
+    // Even a limit of 100% does not let an empty source empty the hub.
+    const outcome = await run(config(src, dst, { deletion: 'delete', maxDeletePercent: 100 }), mirrorBucket, { tick: '2026-11-26T04:00:00Z' });
+    expect(outcome.error).toMatchObject({
+      name: 'PermanentError',
+      message: expect.stringMatching(/^dataset photos: the source lists no objects but the destination has 10; deleted nothing\. Check the source bucket \(lb-test-.*\); to delete anyway run it inline with --force-delete; see rgw\/_lifeboat\/photos\/20261126T040000Z\/report\.json$/),
+    });
+    expect(await mirroredKeys(dst)).toEqual(keys);
+    expect(outcome.events.map((e) => e.event)).toEqual([]);
+    const report = await readJson(hub, dst, 'rgw/_lifeboat/photos/20261126T040000Z/report.json');
+    expect(report).toMatchObject({ ok: false, deleted: { count: 0 }, deletionGuard: { tripped: true, forced: false, reason: 'source-empty', wouldDelete: 10, destination: 10, percent: 100, limitPercent: 100 } });
+    expect(await readJson(hub, dst, 'rgw/_lifeboat/photos/20261126T040000Z/manifest.json')).toMatchObject({ dataset: 'photos', source: { objects: 0 } });
+  });
+
+  it('deleting more than maxDeletePercent deletes nothing and fails, unless forceDelete', async () => {
+    const { src, dst, keys } = await mirroredTen();
+    const gone = ['obj-02', 'obj-05', 'obj-07'];
+    await deleteFromSource(src, gone);
+    await put(source, src, 'obj-10', 'added'); // copies are additive: they still happen when the guard trips
+    const cfg = () => config(src, dst, { deletion: 'delete', maxDeletePercent: 20 });
+
+    const stopped = await run(cfg(), mirrorBucket, { tick: '2026-11-26T04:00:00Z' });
+    expect(stopped.error).toMatchObject({
+      name: 'PermanentError',
+      message: expect.stringContaining('dataset photos: the mirror would delete 3 of 10 destination objects (30%), above mirror.maxDeletePercent 20; deleted nothing.'),
+    });
+    expect(await mirroredKeys(dst)).toEqual([...keys, 'obj-10']);
+    expect(stopped.events).toEqual([]);
+    expect(await readJson(hub, dst, 'rgw/_lifeboat/photos/20261126T040000Z/report.json')).toMatchObject({
+      ok: false, copied: { count: 1 }, deleted: { count: 0 }, deletionGuard: { tripped: true, forced: false, reason: 'over-limit', wouldDelete: 3, destination: 10, percent: 30, limitPercent: 20 },
+    });
+
+    const forced = await run(cfg(), mirrorBucket, { tick: '2026-11-27T04:00:00Z', forceDelete: true });
+    expect(forced.error).toBeUndefined();
+    expect(forced.value).toMatchObject({ deleted: { count: 3 }, copied: { count: 0 } });
+    expect(await mirroredKeys(dst)).toEqual([...keys.filter((k) => !gone.includes(k)), 'obj-10']);
+    expect(forced.events.map((e) => e.event)).toEqual(['backup.uploaded']);
+    expect(await readJson(hub, dst, 'rgw/_lifeboat/photos/20261127T040000Z/report.json')).toMatchObject({
+      ok: true, deletionGuard: { tripped: true, forced: true, wouldDelete: 3, destination: 11 },
+    });
+  });
+
+  it('deleting less than maxDeletePercent (default 20) goes ahead', async () => {
+    const { src, dst, keys } = await mirroredTen();
+    await deleteFromSource(src, ['obj-04']);
+    const outcome = await run(config(src, dst, { deletion: 'delete' }), mirrorBucket, { tick: '2026-11-26T04:00:00Z' });
+    expect(outcome.error).toBeUndefined();
+    expect(outcome.value).toMatchObject({ deleted: { count: 1 } });
+    expect(await mirroredKeys(dst)).toEqual(keys.filter((k) => k !== 'obj-04'));
+    expect(await readJson(hub, dst, 'rgw/_lifeboat/photos/20261126T040000Z/report.json')).toMatchObject({
+      ok: true, deletionGuard: { tripped: false, wouldDelete: 1, destination: 10, percent: 10, limitPercent: 20 },
+    });
+  });
+
+  it('deletes the extraneous objects beyond the in-memory bound in a second pass, never more than approved', async () => {
+    const { src, dst, keys } = await mirroredTen();
+    const gone = ['obj-01', 'obj-02', 'obj-03', 'obj-05', 'obj-06', 'obj-08', 'obj-09'];
+    await deleteFromSource(src, gone);
+    const cfg = config(src, dst, { deletion: 'delete' });
+    const dataset = requireDataset(cfg, 'photos', 'bucket');
+    const deps = openLocal(cfg, logger());
+    try {
+      const destination = deps.storeFor(dataset) as S3Store;
+      // Objects that turn up on the hub after the guard approved 7 deletes must not be deleted with them.
+      const deleteCalls: string[][] = [];
+      const deleteObjects = destination.delete.bind(destination);
+      destination.delete = async (batch, options) => {
+        deleteCalls.push(batch);
+        await deleteObjects(batch, options);
+        if (deleteCalls.length === 1) for (const late of ['obj-10-late', 'obj-11-late']) await put(hub, dst, `rgw/${late}`, 'late');
+      };
+      const actions: PlannedAction[] = [];
+      const result = await mirrorLib({ store: deps.bucketSource(dataset), prefix: '' }, { store: destination, prefix: 'rgw/' }, {
+        deletion: 'delete', maxDeletePercent: 100, heldDeleteKeys: 3, multipartThreshold: 5 * MiB, partSize: 5 * MiB, concurrency: 4, sample: 0, dryRun: false, log: logger(),
+        onAction: (a) => actions.push(a),
+      });
+      expect(deleteCalls).toEqual([['rgw/obj-01', 'rgw/obj-02', 'rgw/obj-03'], ['rgw/obj-05', 'rgw/obj-06', 'rgw/obj-08', 'rgw/obj-09']]);
+      expect(actions.map((a) => a.key)).toEqual(gone);
+      expect(result.deleted.count).toBe(7);
+      expect(result.deletionGuard).toMatchObject({ tripped: false, wouldDelete: 7, destination: 10 });
+      expect(await mirroredKeys(dst)).toEqual([...keys.filter((k) => !gone.includes(k)), 'obj-10-late', 'obj-11-late']);
+    } finally {
+      await deps.close();
+    }
+  });
+
+  it('a dry run reports that the guard would trip and deletes nothing', async () => {
+    const { src, dst, keys } = await mirroredTen();
+    await deleteFromSource(src, ['obj-00', 'obj-01', 'obj-02']);
+    const plan = await run(config(src, dst, { deletion: 'delete' }), mirrorBucket, { dryRun: true });
+    expect(plan.error).toBeUndefined();
+    expect(plan.value).toMatchObject({
+      dryRun: true, delete: { count: 3 },
+      deletionGuard: { tripped: true, forced: false, reason: 'over-limit', wouldDelete: 3, destination: 10, percent: 30, limitPercent: 20 },
+    });
+    expect(plan.value.plan.map((a: PlannedAction) => `${a.action} ${a.key}`)).toEqual(['delete obj-00', 'delete obj-01', 'delete obj-02']);
+    expect(await mirroredKeys(dst)).toEqual(keys);
+    expect(await listKeys(hub, dst, 'rgw/_lifeboat/')).toHaveLength(2); // the first run's report and manifest only
   });
 });
 

@@ -193,6 +193,11 @@ export function configSchema(env: NodeJS.ProcessEnv = process.env) {
       .strictObject({
         /** keep: extraneous destination objects stay (the default); delete: they are removed (hub versioning keeps history). */
         deletion: z.enum(['keep', 'delete']).default('keep'),
+        /**
+         * With deletion: delete, a run that would delete more than this share of the destination deletes
+         * nothing and fails: a wrong bucket or a wiped source must not empty the hub copy.
+         */
+        maxDeletePercent: z.number().min(0).max(100).default(20),
         /** Objects above this size are copied in parts. */
         multipartThresholdMiB: z.int().min(5).max(5 * 1024).default(64),
         partSizeMiB: z.int().min(5).max(512).default(16),

@@ -10,6 +10,12 @@ import { mergeJoin } from './merge.js';
 
 export interface MirrorOptions {
   deletion: 'keep' | 'delete';
+  /** With deletion 'delete': above this share of the destination, nothing is deleted (see DeletionGuard). */
+  maxDeletePercent: number;
+  /** Delete even when the guard trips. */
+  force?: boolean;
+  /** Extraneous keys held in memory for deletion after the merge; beyond it a second pass finds the rest. */
+  heldDeleteKeys?: number;
   multipartThreshold: number;
   partSize: number;
   concurrency: number;
@@ -28,6 +34,24 @@ export interface PlannedAction {
   reason: 'new' | 'changed' | 'extraneous';
 }
 
+/**
+ * Decided after the whole merge, before anything is deleted: an empty source or a large share of the
+ * destination to delete is far more often a wrong bucket or a wiped source than an intended change.
+ */
+export interface DeletionGuard {
+  /** The deletes exceed the limit (or the source is empty); unless forced, nothing was deleted. */
+  tripped: boolean;
+  forced: boolean;
+  reason?: 'source-empty' | 'over-limit';
+  /** Extraneous destination objects. */
+  wouldDelete: number;
+  /** Destination objects listed (without Lifeboat's reports). */
+  destination: number;
+  /** wouldDelete / destination, rounded up to 0.1. */
+  percent: number;
+  limitPercent: number;
+}
+
 interface Tally {
   count: number;
   bytes: number;
@@ -39,6 +63,8 @@ export interface MirrorResult {
   copied: Tally;
   skipped: Tally;
   deleted: Tally;
+  /** Present with deletion 'delete'. */
+  deletionGuard?: DeletionGuard;
   failed: { count: number; first: Array<{ key: string; error: string }> };
   /** HEAD requests made to settle ETag differences (0 on a no-change run of ordinary objects). */
   heads: number;
@@ -49,6 +75,8 @@ export interface MirrorResult {
 }
 
 const tally = (): Tally => ({ count: 0, bytes: 0 });
+const DEFAULT_HELD_DELETE_KEYS = 10_000;
+const DELETE_BATCH = 1000;
 const add = (t: Tally, size: number) => {
   t.count += 1;
   t.bytes += size;
@@ -81,17 +109,29 @@ interface Side {
 }
 
 /** A side's objects keyed without its prefix; Lifeboat's own reports under the destination are not part of the mirror. */
-async function* listSide(side: Side, signal: AbortSignal | undefined, skip?: string): AsyncIterable<ObjectInfo> {
-  for await (const o of side.store.list(side.prefix, { signal })) {
+async function* listSide(side: Side, signal: AbortSignal | undefined, skip?: string, startAfter?: string): AsyncIterable<ObjectInfo> {
+  const after = startAfter === undefined ? undefined : side.prefix + startAfter;
+  for await (const o of side.store.list(side.prefix, { signal, startAfter: after })) {
     if (skip !== undefined && o.key.startsWith(skip)) continue;
     yield { ...o, key: o.key.slice(side.prefix.length) };
   }
+}
+
+/** Trips on an empty source (whatever the limit) or when the extraneous share of the destination exceeds the limit. */
+export function checkDeletion(counts: { source: number; destination: number; extraneous: number }, limitPercent: number, force: boolean): DeletionGuard {
+  const { source, destination, extraneous } = counts;
+  // Integer arithmetic, so 812 of 1000 reads 81.2 and a share just above the limit never rounds down onto it.
+  const percent = destination === 0 ? 0 : Math.ceil((extraneous * 1000) / destination) / 10;
+  const reason = source === 0 && destination > 0 ? 'source-empty' : extraneous * 100 > limitPercent * destination ? 'over-limit' : undefined;
+  return { tripped: reason !== undefined, forced: force, ...(reason ? { reason } : {}), wouldDelete: extraneous, destination, percent, limitPercent };
 }
 
 /**
  * Mirrors source → destination incrementally. Both listings are merge-joined in key order, so memory
  * stays flat whatever the object count. Equal size and ETag is "unchanged" without a request; an ETag
  * that cannot match (a multipart copy) is settled by the destination's recorded source ETag.
+ * Extraneous objects are only counted during the merge; they are deleted afterwards, if the deletion
+ * guard passes (or is forced).
  */
 export async function mirrorBucket(source: Side, destination: Side, options: MirrorOptions): Promise<MirrorResult> {
   const { signal, log } = options;
@@ -103,7 +143,9 @@ export async function mirrorBucket(source: Side, destination: Side, options: Mir
   const destKey = (key: string) => destination.prefix + key;
   const reports = destination.prefix + MIRROR_REPORTS;
   const inFlight = new Set<Promise<void>>();
-  const pendingDeletes: Array<{ key: string; size: number }> = [];
+  const heldLimit = options.heldDeleteKeys ?? DEFAULT_HELD_DELETE_KEYS;
+  const held: Array<{ key: string; size: number }> = [];
+  const extraneous = tally();
   const sample: ObjectInfo[] = [];
   let seen = 0;
 
@@ -119,16 +161,30 @@ export async function mirrorBucket(source: Side, destination: Side, options: Mir
     p.catch(() => {}); // awaited later through inFlight; this only keeps an early rejection from being "unhandled"
     inFlight.add(p);
   };
-  const flushDeletes = async () => {
-    const batch = pendingDeletes.splice(0);
-    if (options.dryRun) for (const d of batch) add(result.deleted, d.size);
-    if (batch.length === 0 || options.dryRun) return;
+  const deleteBatch = async (batch: Array<{ key: string; size: number }>) => {
+    if (batch.length === 0) return;
+    for (const d of batch) options.onAction?.({ action: 'delete', key: d.key, size: d.size, reason: 'extraneous' });
     try {
       await destination.store.delete(batch.map((d) => destKey(d.key)), { signal });
       for (const d of batch) add(result.deleted, d.size);
     } catch (err) {
+      if (signal?.aborted) throw err;
       for (const d of batch) fail(d.key, err);
     }
+  };
+  // The keys that did not fit in memory: a second merge-join after the held ones, capped at what the guard approved.
+  const deleteBeyondHeld = async (after: string | undefined, approved: number) => {
+    let remaining = approved;
+    const batch: Array<{ key: string; size: number }> = [];
+    for await (const { key, source: s, destination: d } of mergeJoin(listSide(source, signal, undefined, after), listSide(destination, signal, reports, after), (o) => o.key, (o) => o.key)) {
+      signal?.throwIfAborted();
+      if (s) continue;
+      batch.push({ key, size: d!.size });
+      remaining -= 1;
+      if (batch.length >= DELETE_BATCH) await deleteBatch(batch.splice(0));
+      if (remaining === 0) break;
+    }
+    await deleteBatch(batch);
   };
   // Runs inside a pool slot: either its own, or that of the HEAD that found the object changed.
   const copyNow = async (o: ObjectInfo, reason: 'new' | 'changed') => {
@@ -156,9 +212,9 @@ export async function mirrorBucket(source: Side, destination: Side, options: Mir
     if (d) add(result.destination, d.size);
     if (!s) {
       if (options.deletion === 'delete') {
-        options.onAction?.({ action: 'delete', key, size: d!.size, reason: 'extraneous' });
-        pendingDeletes.push({ key, size: d!.size });
-        if (pendingDeletes.length >= 1000) await flushDeletes();
+        add(extraneous, d!.size);
+        if (options.dryRun) options.onAction?.({ action: 'delete', key, size: d!.size, reason: 'extraneous' });
+        else if (held.length < heldLimit) held.push({ key, size: d!.size });
       }
       continue;
     }
@@ -185,7 +241,17 @@ export async function mirrorBucket(source: Side, destination: Side, options: Mir
     }
   }
   while (inFlight.size > 0) await Promise.all(inFlight);
-  await flushDeletes();
+
+  if (options.deletion === 'delete') {
+    const guard = checkDeletion({ source: result.source.count, destination: result.destination.count, extraneous: extraneous.count }, options.maxDeletePercent, options.force ?? false);
+    result.deletionGuard = guard;
+    if (guard.tripped) log.warn({ ...guard }, guard.forced ? 'deletion guard tripped, forced' : 'deletion guard tripped, deleting nothing');
+    if (options.dryRun) result.deleted = { ...extraneous };
+    else if (!guard.tripped || guard.forced) {
+      for (let i = 0; i < held.length; i += DELETE_BATCH) await deleteBatch(held.slice(i, i + DELETE_BATCH));
+      if (extraneous.count > held.length) await deleteBeyondHeld(held.at(-1)?.key, extraneous.count - held.length);
+    }
+  }
   if (!options.dryRun) await verify(source, destination, options, result, sample);
   return result;
 }
