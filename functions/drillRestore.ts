@@ -8,7 +8,16 @@ import type { DatabaseStats } from '../lib/postgres/connection.js';
 import { restoreDump } from '../lib/postgres/restore.js';
 import { kubernetesScratch, localScratch, type ScratchServer } from '../lib/postgres/scratch.js';
 import { cronPerDataset, defineFunction } from '../queue/define.js';
-import { PermanentError } from '../queue/errors.js';
+import { DrillFailedError, errorMessage, PermanentError } from '../queue/errors.js';
+import { ObjectNotFoundError } from '../lib/targets/store.js';
+
+/** A read error that is a verdict on the backup (gone, or not a valid gzip stream), as a failed check; undefined for any other. */
+function readFinding(err: unknown, compression: string): Check | undefined {
+  if (err instanceof ObjectNotFoundError) return { name: 'object', ok: false, detail: 'the backup artifact does not exist' };
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  if (typeof code === 'string' && code.startsWith('Z_')) return { name: compression === 'gzip' ? 'gzip' : 'decompress', ok: false, detail: `cannot be decompressed: ${(err as Error).message}` };
+  return undefined;
+}
 
 export const drillRestore = defineFunction({
   name: 'drillRestore',
@@ -27,7 +36,8 @@ export const drillRestore = defineFunction({
     const dataset = requireDataset(ctx.deps.config, input.dataset, 'postgres');
     const store = ctx.deps.storeFor(dataset);
     const backups = await listBackups(store, dataset, { signal: ctx.signal });
-    const entry = input.backup ? backups.find((b) => b.id === input.backup) : backups.find((b) => b.status === 'verified');
+    // Without a named backup: the newest verified one of this run's tick or before, so a retry drills the same one.
+    const entry = input.backup ? backups.find((b) => b.id === input.backup) : backups.find((b) => b.status === 'verified' && b.tick.getTime() <= ctx.tick.getTime());
     if (!entry) {
       throw new PermanentError(input.backup ? `dataset ${dataset.id} has no backup ${input.backup}` : `dataset ${dataset.id} has no verified backup to drill`);
     }
@@ -39,26 +49,41 @@ export const drillRestore = defineFunction({
     const drill = dataset.drill;
     const started = ctx.deps.clock();
     ctx.log.info({ backup: entry.id, key: manifest.artifact.key, mode: drill.mode }, 'drill starting');
-    const scratch: ScratchServer =
-      drill.mode === 'local'
-        ? await localScratch({ major, binDir: drill.binDir })
-        : await kubernetesScratch(ctx.deps.kube(drill.kubernetes.kubeconfig), {
-            image: drill.kubernetes.image ?? `postgres:${major}`,
-            namespacePrefix: drill.kubernetes.namespacePrefix,
-            readyTimeoutSeconds: drill.kubernetes.readyTimeoutSeconds,
-            dataset: dataset.id,
-            signal: ctx.signal,
-          });
     const checks: Check[] = [];
     let restoreMs = 0;
+    let where = drill.mode === 'local' ? 'local cluster (not started)' : 'scratch namespace (not created)';
+    // A failure that says the backup is bad (unreadable, damaged) is final; anything else may be retried.
+    let retryable: unknown;
+    let scratch: ScratchServer | undefined;
     try {
-      const restored = await restoreDump(store, manifest, scratch.runner, { signal: ctx.signal });
-      restoreMs = restored.durationMs;
-      checks.push({ name: 'sha256', ok: restored.sha256 === manifest.artifact.sha256, detail: restored.sha256 === manifest.artifact.sha256 ? 'the restored bytes match the manifest' : `read ${restored.sha256}, manifest says ${manifest.artifact.sha256}` });
-      checks.push({ name: 'restore', ok: restored.errors.length === 0, detail: restored.errors.length === 0 ? `psql loaded ${restored.bytes} bytes without errors` : `${restored.errors.length} errors, first: ${restored.errors[0]}` });
-      checks.push(...(await drillChecks(scratch.runner, { databases: source.databases, stats: source.stats }, { tableTolerancePercent: drill.tableTolerancePercent, assertions: drill.assertions, signal: ctx.signal })));
+      scratch =
+        drill.mode === 'local'
+          ? await localScratch({ major, binDir: drill.binDir })
+          : await kubernetesScratch(ctx.deps.kube(drill.kubernetes.kubeconfig), {
+              image: drill.kubernetes.image ?? `postgres:${major}`,
+              namespacePrefix: drill.kubernetes.namespacePrefix,
+              readyTimeoutSeconds: drill.kubernetes.readyTimeoutSeconds,
+              dataset: dataset.id,
+              signal: ctx.signal,
+            });
+      where = scratch.where;
+      const restored = await restoreDump(store, manifest, scratch.runner, { signal: ctx.signal }).catch((err: unknown) => {
+        const finding = readFinding(err, manifest.artifact.compression);
+        if (!finding) throw err;
+        checks.push(finding);
+        return undefined;
+      });
+      if (restored) {
+        restoreMs = restored.durationMs;
+        checks.push({ name: 'sha256', ok: restored.sha256 === manifest.artifact.sha256, detail: restored.sha256 === manifest.artifact.sha256 ? 'the restored bytes match the manifest' : `read ${restored.sha256}, manifest says ${manifest.artifact.sha256}` });
+        checks.push({ name: 'restore', ok: restored.errors.length === 0, detail: restored.errors.length === 0 ? `psql loaded ${restored.bytes} bytes without errors` : `${restored.errors.length} errors, first: ${restored.errors[0]}` });
+        checks.push(...(await drillChecks(scratch.runner, { databases: source.databases, stats: source.stats }, { tableTolerancePercent: drill.tableTolerancePercent, assertions: drill.assertions, signal: ctx.signal })));
+      }
+    } catch (err) {
+      retryable = err;
+      checks.push({ name: scratch ? 'restore' : 'scratch server', ok: false, detail: errorMessage(err) });
     } finally {
-      await scratch.stop().catch((err: unknown) => ctx.log.error({ err: (err as Error).message, where: scratch.where }, 'drill cleanup failed'));
+      await scratch?.stop().catch((err: unknown) => ctx.log.error({ err: (err as Error).message, where }, 'drill cleanup failed'));
     }
 
     const finished = ctx.deps.clock();
@@ -70,16 +95,22 @@ export const drillRestore = defineFunction({
       key: manifest.artifact.key,
       ok: failed.length === 0,
       mode: drill.mode,
-      where: scratch.where,
+      where,
       startedAt: started.toISOString(),
       finishedAt: finished.toISOString(),
       durationMs: finished.getTime() - started.getTime(),
       restoreMs,
       checks,
     };
+    // Every outcome is on the target before the job ends, a restore error included.
     await store.putJson(siblingKey(manifest.artifact.key, DRILL_FILE), record, { signal: ctx.signal });
-    await ctx.emit('drill.completed', { dataset: dataset.id, kind: dataset.kind, key: manifest.artifact.key, ok: record.ok, startedAt: record.startedAt, finishedAt: record.finishedAt, failedChecks: failed.map((c) => c.name) });
-    if (!record.ok) throw new PermanentError(`drill of ${dataset.id} backup ${entry.id} failed: ${failed.map((c) => `${c.name} (${c.detail})`).join('; ')}`);
+    const final = !retryable || ctx.attempt >= ctx.maxAttempts || ctx.signal.aborted;
+    if (record.ok || final) {
+      await ctx.emit('drill.completed', { dataset: dataset.id, kind: dataset.kind, key: manifest.artifact.key, ok: record.ok, startedAt: record.startedAt, finishedAt: record.finishedAt, failedChecks: failed.map((c) => c.name) });
+    }
+    const message = `drill of ${dataset.id} backup ${entry.id} failed: ${failed.map((c) => `${c.name} (${c.detail})`).join('; ')}`;
+    if (!final) throw new Error(message, { cause: retryable });
+    if (!record.ok) throw new DrillFailedError(message, record);
     ctx.log.info({ backup: entry.id, durationMs: record.durationMs, checks: checks.length }, 'drill passed');
     return record;
   },

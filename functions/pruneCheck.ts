@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { listBackups } from '../lib/catalog.js';
+import { listBackups, type BackupEntry, type OrphanFolder } from '../lib/catalog.js';
 import { appendSample, forecast, type CapacitySample } from '../lib/capacity.js';
 import type { Dataset } from '../lib/config/schema.js';
 import { requireDataset } from '../lib/datasets.js';
@@ -7,6 +7,7 @@ import { MANIFEST_FILE, MIRROR_REPORTS } from '../lib/layout.js';
 import { targetEvents } from '../lib/metrics/rebuild.js';
 import { GRACE_MS, planRetention } from '../lib/retention.js';
 import type { TargetStore } from '../lib/targets/store.js';
+import { verifyArtifact } from '../lib/verify.js';
 import { defineFunction, type Ctx } from '../queue/define.js';
 
 interface DatasetOutcome {
@@ -14,8 +15,41 @@ interface DatasetOutcome {
   kept: Array<{ id: string; status: string; reasons: string[] }>;
   deleted: string[];
   orphanFolders: string[];
+  /** Folders kept because their manifest cannot be read: reported, never deleted, never silently dropped. */
+  unreadable: string[];
+  /** Backups re-verified in this run before anything was deleted. */
+  reproved: Array<{ id: string; ok: boolean }>;
   guarded?: string;
   bytes: number;
+}
+
+const DAY = 86400_000;
+
+/**
+ * Lists the catalog and plans retention; before the plan deletes anything, every backup it keeps as a
+ * verified slot whose check is older than verify.scrub.everyDays, and every unverified backup past the
+ * grace period, is re-read now. A re-read that fails changes the plan (a corrupt copy never fills a
+ * slot), so the loop plans again until nothing new needs proving.
+ */
+async function planWithProof(ctx: Ctx, store: TargetStore, dataset: Exclude<Dataset, { kind: 'velero' }>, outcome: DatasetOutcome) {
+  const now = ctx.deps.clock();
+  const freshAfter = now.getTime() - ctx.deps.config.verify.scrub.everyDays * DAY;
+  const proved = new Set<string>();
+  for (;;) {
+    const orphans: OrphanFolder[] = [];
+    const entries = await listBackups(store, dataset, { signal: ctx.signal, onOrphan: (o) => orphans.push(o) });
+    const plan = planRetention(entries, dataset.retention, now);
+    const needsProof = (e: BackupEntry) =>
+      !proved.has(e.id) &&
+      ((e.status === 'verified' && (e.checkedAt?.getTime() ?? 0) < freshAfter) || (e.status === 'unverified' && now.getTime() - e.tick.getTime() >= GRACE_MS));
+    const unproved = plan.delete.length === 0 ? [] : [...plan.keep.map((k) => k.entry), ...plan.delete].filter(needsProof);
+    if (unproved.length === 0) return { entries, plan, orphans };
+    for (const entry of unproved) {
+      proved.add(entry.id);
+      const record = await verifyArtifact(ctx, dataset, entry.manifest.artifact.key, 'retention');
+      outcome.reproved.push({ id: entry.id, ok: record.ok });
+    }
+  }
 }
 
 /** Deletes a backup folder, manifest first: a half-deleted backup must not look like a backup. */
@@ -35,14 +69,12 @@ async function bytesUnder(store: TargetStore, prefix: string, signal: AbortSigna
 async function pruneDataset(ctx: Ctx, dataset: Dataset, dryRun: boolean): Promise<DatasetOutcome> {
   const store = ctx.deps.storeFor(dataset);
   const now = ctx.deps.clock();
-  const orphans: Array<{ id: string; keys: string[]; lastModified: Date; bytes: number }> = [];
-  const outcome: DatasetOutcome = { dataset: dataset.id, kept: [], deleted: [], orphanFolders: [], bytes: 0 };
+  const outcome: DatasetOutcome = { dataset: dataset.id, kept: [], deleted: [], orphanFolders: [], unreadable: [], reproved: [], bytes: 0 };
   // Velero prunes its own backups (its TTL); Lifeboat only watches them.
   if (dataset.kind !== 'velero') {
-    const entries = await listBackups(store, dataset, { signal: ctx.signal, onOrphan: (o) => orphans.push(o) });
+    const { entries, plan, orphans } = await planWithProof(ctx, store, dataset, outcome);
     // The catalog listing already saw every object of a dump or snapshot dataset: count what stays.
     let kept = entries.reduce((a, e) => a + e.bytes, 0) + orphans.reduce((a, o) => a + o.bytes, 0);
-    const plan = planRetention(entries, dataset.retention, now);
     outcome.kept = plan.keep.map((k) => ({ id: k.entry.id, status: k.entry.status, reasons: k.reasons }));
     outcome.guarded = plan.guarded;
     if (plan.guarded) ctx.log.error({ guard: plan.guarded }, 'retention guard stopped all deletions');
@@ -53,6 +85,11 @@ async function pruneDataset(ctx: Ctx, dataset: Dataset, dryRun: boolean): Promis
     }
     // A folder without a manifest is an upload that died (or a half-finished delete) once it is old enough.
     for (const orphan of orphans) {
+      if (orphan.reason === 'unreadable manifest') {
+        outcome.unreadable.push(orphan.id);
+        ctx.log.warn({ backup: orphan.id, keys: orphan.keys.length }, 'backup folder with an unreadable manifest kept; restore or remove it by hand');
+        continue;
+      }
       if (now.getTime() - orphan.lastModified.getTime() < GRACE_MS) continue;
       if (!dryRun) await store.delete(orphan.keys, { signal: ctx.signal });
       outcome.orphanFolders.push(orphan.id);

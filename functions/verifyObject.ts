@@ -1,130 +1,172 @@
 import { z } from 'zod';
-import { requireDataset } from '../lib/datasets.js';
-import { inspectArtifact } from '../lib/inspect.js';
-import { MANIFEST_FILE, siblingKey, VERIFY_FILE } from '../lib/layout.js';
-import { manifestSchema, type Check, type VerifyRecord } from '../lib/manifest.js';
 import type { Dataset } from '../lib/config/schema.js';
-import { ObjectNotFoundError, type TargetStore } from '../lib/targets/store.js';
-import { objectRangeSource } from '../lib/etcd/local.js';
-import { inspectZipSnapshot } from '../lib/etcd/snapshot.js';
-import { inspectForeignObject } from '../lib/foreign.js';
-import { MIRROR_REPORTS } from '../lib/layout.js';
+import { requireDataset } from '../lib/datasets.js';
+import type { VerifyRecord } from '../lib/manifest.js';
+import { cronIntervalMs, planScrub, scrubCandidates, type ScrubCandidate } from '../lib/scrub.js';
+import { failureReason, verifyArtifact, verifyForeignObject, type VerifyScope } from '../lib/verify.js';
 import { defineFunction, type Ctx } from '../queue/define.js';
-import { CorruptBackupError } from '../queue/errors.js';
+import { CorruptBackupError, PermanentError } from '../queue/errors.js';
+
+/** Within this window an object version is verified once, however often it is announced. */
+export const VERIFY_DEDUPE_WINDOW_MS = 3600_000;
 
 /**
- * One object version is verified once, whether it was announced by our own backup.uploaded or by a
- * bucket notification. Quotes stripped: HEAD gives "etag", notifications give etag.
+ * One object version is verified once per window, whether it was announced by our own backup.uploaded
+ * or by a bucket notification. The window keeps a later announcement of the same ETag (a re-upload with
+ * equal bytes, a replayed notification days later) from being swallowed forever. Quotes stripped: HEAD
+ * gives "etag", notifications give etag.
  */
-export function verifyDedupeKey(o: { target: string; bucket: string; key: string; etag?: string; version?: string }): string {
-  return `${o.target}/${o.bucket}/${o.key}/${o.etag?.replace(/"/g, '') || o.version || ''}`;
+export function verifyDedupeKey(o: { target: string; bucket: string; key: string; etag?: string; version?: string; at: Date | string }): string {
+  const at = typeof o.at === 'string' ? Date.parse(o.at) : o.at.getTime();
+  const window = Number.isNaN(at) ? 'now' : String(Math.floor(at / VERIFY_DEDUPE_WINDOW_MS));
+  return `${o.target}/${o.bucket}/${o.key}/${o.etag?.replace(/"/g, '') || o.version || ''}/${window}`;
 }
 
 export const verifyObject = defineFunction({
   name: 'verifyObject',
-  description: 'Re-reads an uploaded artifact, compares size and sha256 with its manifest, checks its content, and writes verify.json.',
-  input: z.object({
-    dataset: z.string().min(1),
-    key: z.string().min(1),
-    etag: z.string().optional(),
-    /** From a bucket notification: an object another tool wrote, with no manifest of ours beside it. */
-    external: z.boolean().optional(),
-    size: z.number().int().nonnegative().optional(),
-  }),
+  description: 'Re-reads stored artifacts (one object, chosen backups, or the scheduled scrub), compares size and sha256 with their manifests, checks their content, and records verify.json.',
+  input: z
+    .object({
+      /** Required except for the scrub, which covers every dataset unless one is named. */
+      dataset: z.string().min(1).optional(),
+      /** One object, as an upload's fan-out or a bucket notification names it. */
+      key: z.string().min(1).optional(),
+      /** A backup id, "latest" (the default without key) or "all". */
+      backup: z.string().min(1).optional(),
+      /** The scheduled re-read of everything whose last check is due. */
+      scrub: z.boolean().optional(),
+      etag: z.string().optional(),
+      /** From a bucket notification: an object another tool wrote, with no manifest of ours beside it. */
+      external: z.boolean().optional(),
+      size: z.number().int().nonnegative().optional(),
+    })
+    .superRefine((input, ctx) => {
+      if (input.scrub) {
+        if (input.key !== undefined) ctx.addIssue({ code: 'custom', path: ['key'], message: 'a scrub chooses its own objects; give no key' });
+        if (input.backup !== undefined) ctx.addIssue({ code: 'custom', path: ['backup'], message: 'a scrub chooses its own backups; give no backup' });
+        return;
+      }
+      if (input.dataset === undefined) ctx.addIssue({ code: 'custom', path: ['dataset'], message: 'Required' });
+      if (input.key !== undefined && input.backup !== undefined) ctx.addIssue({ code: 'custom', path: ['backup'], message: 'give a key or a backup, not both' });
+    }),
   triggers: [
     {
       event: 'backup.uploaded',
-      // The same object (same content version) is verified once, however often the event arrives.
-      dedupe: (e: { target: string; bucket: string; key: string; etag?: string; sha256?: string }) => verifyDedupeKey({ ...e, version: e.sha256 }),
+      // The same object (same content version) is verified once per window, however often the event arrives.
+      dedupe: (e: { target: string; bucket: string; key: string; etag?: string; sha256?: string; finishedAt: string }) => verifyDedupeKey({ ...e, version: e.sha256, at: e.finishedAt }),
     },
+    { cron: (config) => (config.verify.scrub.enabled ? [{ id: 'scrub', pattern: config.verify.scrub.schedule, input: { scrub: true } }] : []) },
   ],
   retries: { attempts: 5, backoffMs: 30_000 },
   concurrency: 2,
   timeoutMs: 6 * 3600_000,
 
   async handler(input, ctx) {
-    const dataset = requireDataset(ctx.deps.config, input.dataset);
-    const store = ctx.deps.storeFor(dataset);
-    const started = ctx.deps.clock();
-    const checks: Check[] = [];
-    let actual = { size: -1, sha256: '' };
-    let expected = { size: -1, sha256: '' };
-
-    const rawManifest = await store.getJson(siblingKey(input.key, MANIFEST_FILE), { signal: ctx.signal });
-    if (rawManifest === undefined && input.external) return verifyForeign(input, ctx);
-    const manifest = manifestSchema.safeParse(rawManifest);
-    if (rawManifest === undefined) checks.push({ name: 'manifest', ok: false, detail: `no ${MANIFEST_FILE} beside the object` });
-    else if (!manifest.success) checks.push({ name: 'manifest', ok: false, detail: `${MANIFEST_FILE} is not a valid manifest` });
-    else if (manifest.data.artifact.key !== input.key) checks.push({ name: 'manifest', ok: false, detail: `${MANIFEST_FILE} describes ${manifest.data.artifact.key}` });
-    else {
-      const artifact = manifest.data.artifact;
-      expected = { size: artifact.size, sha256: artifact.sha256 };
-      checks.push({ name: 'manifest', ok: true, detail: `written ${manifest.data.finishedAt}` });
-      try {
-        const inspection = await inspectArtifact(await store.get(input.key, { signal: ctx.signal }), artifact, ctx.signal);
-        actual = { size: inspection.size, sha256: inspection.sha256 };
-        checks.push({ name: 'size', ok: actual.size === expected.size, detail: `${actual.size} bytes, manifest says ${expected.size}` });
-        checks.push({ name: 'sha256', ok: actual.sha256 === expected.sha256, detail: actual.sha256 === expected.sha256 ? 'matches the manifest' : `${actual.sha256} differs from the manifest's ${expected.sha256}` });
-        checks.push(...inspection.checks);
-        if (artifact.format === 'etcd-snapshot-zip') checks.push(...(await inspectZipSnapshot(objectRangeSource(store, input.key, inspection.size, ctx.signal))));
-      } catch (err) {
-        // A missing object is a finding; any other read error is transient and retried.
-        if (!(err instanceof ObjectNotFoundError)) throw err;
-        checks.push({ name: 'object', ok: false, detail: 'the object does not exist' });
-      }
+    if (input.scrub) return scrub(ctx, input.dataset);
+    const dataset = requireDataset(ctx.deps.config, input.dataset!);
+    if (input.key === undefined) return verifyBackups(ctx, dataset, input.backup ?? 'latest');
+    if (input.external) {
+      const record = await verifyForeignObject(ctx, dataset, input.key, input.size, 'upload');
+      if (!record) return missing(ctx, dataset, input.key);
+      if (!record.ok) throw corrupt(`${ctx.deps.storeFor(dataset).label}/${input.key}`, [finding(dataset, input.key, input.key, record)]);
+      return record;
     }
-
-    return recordVerdict(ctx, { dataset, store, key: input.key, resultKey: siblingKey(input.key, VERIFY_FILE), started, expected, actual, checks });
+    const record = await verifyArtifact(ctx, dataset, input.key, 'upload');
+    if (!record.ok) throw corrupt(`${ctx.deps.storeFor(dataset).label}/${input.key}`, [finding(dataset, input.key, input.key, record)]);
+    return record;
   },
 });
 
-/** Where the result for an object Lifeboat did not write goes: under _lifeboat/, never beside the other tool's files. */
-export function foreignVerifyKey(dataset: { target: { prefix: string } }, key: string): string {
-  return `${dataset.target.prefix}${MIRROR_REPORTS}verify/${key}.json`;
+/** One verified object, as the CLI's table and the job's result show it. */
+export interface VerifyFinding {
+  dataset: string;
+  backup: string;
+  key: string;
+  size: number;
+  ok: boolean;
+  checks: number;
+  /** The failed checks, or why nothing could be read. */
+  reason?: string;
+  checkedAt: string;
 }
 
-async function verifyForeign(input: { dataset: string; key: string; size?: number }, ctx: Ctx) {
-  const dataset = requireDataset(ctx.deps.config, input.dataset);
-  const store = ctx.deps.storeFor(dataset);
-  const started = ctx.deps.clock();
-  const inspected = await inspectForeignObject(store, dataset, input.key, input.size, ctx.signal).catch((err: unknown) => {
-    if (err instanceof ObjectNotFoundError) return { size: 0, sha256: '', checks: [{ name: 'object', ok: false, detail: 'the object does not exist (deleted since the notification?)' }], completedAt: undefined };
-    throw err;
-  });
-  const record = await recordVerdict(ctx, {
-    dataset, store, key: input.key, resultKey: foreignVerifyKey(dataset, input.key), started,
-    expected: { size: input.size ?? -1, sha256: '' }, actual: { size: inspected.size, sha256: inspected.sha256 }, checks: inspected.checks, completedAt: inspected.completedAt,
-  });
-  if (inspected.completedAt) await ctx.emit('backup.observed', { dataset: dataset.id, kind: dataset.kind, key: input.key, finishedAt: inspected.completedAt });
-  return record;
+function finding(dataset: Dataset, backup: string, key: string, record: VerifyRecord): VerifyFinding {
+  return { dataset: dataset.id, backup, key, size: record.actual.size, ok: record.ok, checks: record.checks.length, reason: record.ok ? undefined : failureReason(record), checkedAt: record.checkedAt };
 }
 
-/** Writes the verification result, then emits backup.verified, or backup.corrupt and fails permanently. */
-async function recordVerdict(
-  ctx: Ctx,
-  v: { dataset: Dataset; store: TargetStore; key: string; resultKey: string; started: Date; expected: VerifyRecord['expected']; actual: VerifyRecord['actual']; checks: Check[]; completedAt?: string },
-): Promise<VerifyRecord> {
-  const finished = ctx.deps.clock();
-  const ok = v.checks.every((c) => c.ok);
-  const record: VerifyRecord = {
-    format: 'lifeboat.verify/v1',
-    dataset: v.dataset.id,
-    key: v.key,
-    ok,
-    checkedAt: finished.toISOString(),
-    durationMs: finished.getTime() - v.started.getTime(),
-    expected: v.expected,
-    actual: v.actual,
-    checks: v.checks,
-    completedAt: v.completedAt,
-  };
-  await v.store.putJson(v.resultKey, record, { signal: ctx.signal });
-  if (ok) {
-    await ctx.emit('backup.verified', { dataset: v.dataset.id, kind: v.dataset.kind, key: v.key, size: v.actual.size, checkedAt: record.checkedAt });
-    ctx.log.info({ key: v.key, size: v.actual.size }, 'verified');
-    return record;
+function corrupt(what: string, findings: VerifyFinding[]): CorruptBackupError {
+  const bad = findings.filter((f) => !f.ok);
+  const detail = bad.slice(0, 5).map((f) => `${f.dataset} ${f.backup}: ${f.reason}`).join('; ');
+  return new CorruptBackupError(`${what}: ${bad.length} of ${findings.length} corrupt: ${detail}${bad.length > 5 ? '; …' : ''}`, findings);
+}
+
+/**
+ * A notification for an object that is not there (deleted since, or never written): not a verdict on
+ * anything we hold, and nothing a retry could change. Counted, so a flood of them is visible.
+ */
+async function missing(ctx: Ctx, dataset: Dataset, key: string) {
+  ctx.log.warn({ key }, 'notified object does not exist; nothing to verify');
+  await ctx.deps.metrics.count('lifeboat_webhook_events_total', { result: 'missing' });
+  return { missing: true, dataset: dataset.id, key };
+}
+
+/** Re-reads one candidate; a foreign object that is gone loses its record (its tool pruned it). */
+async function checkCandidate(scope: VerifyScope, c: ScrubCandidate, trigger: 'scrub' | 'manual'): Promise<VerifyFinding | undefined> {
+  if (c.foreign) {
+    const record = await verifyForeignObject(scope, c.dataset, c.key, undefined, trigger);
+    if (record) return finding(c.dataset, c.id, c.key, record);
+    await scope.deps.storeFor(c.dataset).delete([c.foreign.recordKey], { signal: scope.signal });
+    scope.log.info({ key: c.key }, 'foreign object is gone; its verification record was removed');
+    return undefined;
   }
-  const reason = v.checks.filter((c) => !c.ok).map((c) => `${c.name}: ${c.detail}`).join('; ');
-  await ctx.emit('backup.corrupt', { dataset: v.dataset.id, kind: v.dataset.kind, key: v.key, checkedAt: record.checkedAt, reason });
-  throw new CorruptBackupError(`${v.store.label}/${v.key} is corrupt: ${reason}`);
+  return finding(c.dataset, c.id, c.key, await verifyArtifact(scope, c.dataset, c.key, trigger));
+}
+
+/** `lifeboat verify` and `run verifyObject --dataset x [--backup id]`: the chosen backups, now. */
+async function verifyBackups(ctx: Ctx, dataset: Dataset, backup: string) {
+  const candidates = await scrubCandidates(ctx.deps, [dataset], ctx.signal);
+  const own = candidates.filter((c) => !c.foreign);
+  const chosen = backup === 'all' ? candidates : backup === 'latest' ? own.slice(0, 1) : candidates.filter((c) => c.id === backup || c.key === backup);
+  if (chosen.length === 0) {
+    const have = own.slice(0, 5).map((c) => c.id).join(', ');
+    throw new PermanentError(backup === 'latest' || backup === 'all' ? `dataset ${dataset.id} has no backups on its target` : `dataset ${dataset.id} has no backup ${backup}${have ? ` (have: ${have}${own.length > 5 ? ', …' : ''})` : ''}`);
+  }
+  const findings: VerifyFinding[] = [];
+  for (const c of chosen) {
+    const f = await checkCandidate(ctx, c, 'manual');
+    findings.push(f ?? { dataset: dataset.id, backup: c.id, key: c.key, size: 0, ok: false, checks: 0, reason: 'the object does not exist', checkedAt: ctx.deps.clock().toISOString() });
+  }
+  if (findings.some((f) => !f.ok)) throw corrupt(`dataset ${dataset.id}`, findings);
+  return { dataset: dataset.id, findings };
+}
+
+/**
+ * The scheduled scrub: every retained backup (and every foreign object we verified) whose last check
+ * is due, oldest check first, within the byte budget. A corrupt find fails the job after every due
+ * object was read, so one bad backup does not hide the next.
+ */
+async function scrub(ctx: Ctx, only?: string) {
+  const { config } = ctx.deps;
+  const datasets = only ? [requireDataset(config, only)] : config.datasets;
+  const policy = config.verify.scrub;
+  const now = ctx.deps.clock();
+  const plan = planScrub(await scrubCandidates(ctx.deps, datasets, ctx.signal), {
+    now,
+    everyDays: policy.everyDays,
+    intervalMs: cronIntervalMs(policy.schedule, config.server.timezone, now),
+    maxBytesPerRun: policy.maxBytesPerRun,
+  });
+  const findings: VerifyFinding[] = [];
+  let bytes = 0;
+  for (const c of plan.check) {
+    ctx.signal.throwIfAborted();
+    const f = await checkCandidate(ctx, c, 'scrub');
+    if (f) findings.push(f);
+    bytes += c.bytes;
+  }
+  const summary = { checked: findings.length, corrupt: findings.filter((f) => !f.ok).length, bytes, deferred: plan.deferred.length, notDue: plan.notDue };
+  ctx.log.info(summary, 'scrub finished');
+  if (plan.deferred.length > 0) ctx.log.warn({ deferred: plan.deferred.length, maxBytesPerRun: policy.maxBytesPerRun }, 'scrub budget reached; the rest is first next run');
+  if (summary.corrupt > 0) throw corrupt('scrub', findings);
+  return { ...summary, findings };
 }

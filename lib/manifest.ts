@@ -27,7 +27,27 @@ export type Manifest = z.infer<typeof manifestSchema>;
 export const checkSchema = z.object({ name: z.string(), ok: z.boolean(), detail: z.string() });
 export type Check = z.infer<typeof checkSchema>;
 
-/** verify.json: the result of re-reading the artifact; a separate object, never an edit of the manifest. */
+/** Why a verification ran: the upload's fan-out or a notification, the scrub, a CLI request, or retention re-proving a copy it keeps. */
+export const verifyTriggers = ['upload', 'scrub', 'manual', 'retention'] as const;
+export type VerifyTrigger = (typeof verifyTriggers)[number];
+
+/** One past result in verify.json's history, newest first. */
+export const verifyHistoryEntrySchema = z.object({
+  checkedAt: z.string(),
+  ok: z.boolean(),
+  trigger: z.enum(verifyTriggers).optional(),
+  /** The failed checks, when not ok. */
+  reason: z.string().optional(),
+});
+export type VerifyHistoryEntry = z.infer<typeof verifyHistoryEntrySchema>;
+
+/** How many past results verify.json keeps. */
+export const VERIFY_HISTORY = 10;
+
+/**
+ * verify.json: the newest result of re-reading the artifact, plus a short history; a separate object,
+ * never an edit of the manifest. The backup's status is the newest result.
+ */
 export const verifyRecordSchema = z.object({
   format: z.literal('lifeboat.verify/v1'),
   dataset: z.string(),
@@ -35,11 +55,15 @@ export const verifyRecordSchema = z.object({
   ok: z.boolean(),
   checkedAt: z.string(),
   durationMs: z.number().nonnegative(),
+  trigger: z.enum(verifyTriggers).optional(),
   expected: z.object({ size: z.number(), sha256: z.string() }),
-  actual: z.object({ size: z.number(), sha256: z.string() }),
+  /** What was read; etag and lastModified as the target reported them, so the catalog sees a later overwrite. */
+  actual: z.object({ size: z.number(), sha256: z.string(), etag: z.string().optional(), lastModified: z.string().optional() }),
   checks: z.array(checkSchema),
   /** For a backup another tool wrote (Velero): when it completed, as it says itself. */
   completedAt: z.string().optional(),
+  /** This result and the ones before it, newest first (at most VERIFY_HISTORY). */
+  history: z.array(verifyHistoryEntrySchema).optional(),
 });
 export type VerifyRecord = z.infer<typeof verifyRecordSchema>;
 

@@ -28,6 +28,8 @@ export async function buildServer({ config, recorder, queues }: ServerOptions): 
   app.get('/metrics', async (_request, reply) => {
     const fromConfig = [
       ...config.datasets.map((d) => ({ name: 'lifeboat_backup_stale_threshold_seconds', labels: { dataset: d.id, kind: d.kind }, value: d.staleAfterHours * 3600 })),
+      // 0 until a check fails, so the alert compares against a series that exists.
+      ...config.datasets.map((d) => ({ name: 'lifeboat_backups_corrupt', labels: { dataset: d.id, kind: d.kind }, value: 0 })),
       // Every function's failure counter exists from the start at 0, so increase() sees its first failure.
       ...[...queues.queues.keys()].map((fn) => ({ name: 'lifeboat_job_failures_total', labels: { fn }, value: 0 })),
     ];

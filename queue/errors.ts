@@ -24,6 +24,24 @@ export class InvalidInputError extends PermanentError {
 /** A stored object does not match what its manifest promises. */
 export class CorruptBackupError extends PermanentError {
   override name = 'CorruptBackupError';
+  constructor(
+    message: string,
+    /** What was checked, good and bad, for a caller that prints it (the CLI's table). */
+    readonly findings?: unknown,
+  ) {
+    super(message);
+  }
+}
+
+/** A restore drill ran and failed; carries the drill record it wrote, so a caller prints this drill, not an older one. */
+export class DrillFailedError extends PermanentError {
+  override name = 'DrillFailedError';
+  constructor(
+    message: string,
+    readonly record: unknown,
+  ) {
+    super(message);
+  }
 }
 
 /** The handler ran past the function's timeout; retried like any transient failure. */

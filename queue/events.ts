@@ -54,6 +54,14 @@ export const eventSchemas = {
     finishedAt: z.string(),
     failedChecks: z.array(z.string()),
   }),
+  /** A full listing of a dataset's catalog (pruneCheck): which backups' newest check failed, replacing what events said. */
+  'catalog.measured': z.object({
+    dataset: z.string(),
+    kind: z.string(),
+    backups: z.number().int().nonnegative(),
+    corruptKeys: z.array(z.string()),
+    measuredAt: z.string(),
+  }),
   /** pruneCheck measured what a target holds. */
   'capacity.measured': z.object({
     target: z.string(),

@@ -14,6 +14,8 @@ export interface InlineResult {
   attempts: number;
   result?: unknown;
   error?: string;
+  /** The error the last attempt threw, for callers that print what it carries (a drill record, verify findings). */
+  failure?: unknown;
 }
 
 /**
@@ -55,7 +57,7 @@ export async function runInline(
         break;
       } catch (err) {
         if (isPermanent(err) || attempt >= job.fn.retries.attempts || options.signal?.aborted) {
-          results.push({ fn: job.fn.name, jobId: job.jobId, ok: false, attempts: attempt, error: errorMessage(err) });
+          results.push({ fn: job.fn.name, jobId: job.jobId, ok: false, attempts: attempt, error: errorMessage(err), failure: err });
           break;
         }
         const delay = Math.min(job.fn.retries.backoffMs * 2 ** (attempt - 1), options.maxBackoffMs ?? Infinity);

@@ -112,7 +112,7 @@ describe('drillRestore, local mode, on real Postgres and RGW', () => {
     await verifiedBackup(cfg, '2026-11-20T02:00:00Z');
     const drill = await run(cfg, drillRestore, { dataset: 'nogamma' });
     expect(drill.ok).toBe(false);
-    expect(!drill.ok && drill.error).toMatchObject({ name: 'PermanentError', message: expect.stringContaining('database gamma (missing after restore)') });
+    expect(!drill.ok && drill.error).toMatchObject({ name: 'DrillFailedError', message: expect.stringContaining('database gamma (missing after restore)') });
     expect(drill.samples).toContainEqual({ name: 'lifeboat_drill_failures_total', labels: { dataset: 'nogamma', kind: 'postgres' }, value: 1 });
     const written = drillRecordSchema.parse(await openLocal(cfg, logger()).storeFor(cfg.datasets[0]!).getJson(`nogamma/20261120T020000Z/drill.json`));
     expect(written.ok).toBe(false);

@@ -1,23 +1,22 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
-import { delimiter, join } from 'node:path';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parse, stringify } from 'yaml';
 import { openApp, type App } from '../lib/app.js';
 import { buildServer } from '../lib/server.js';
 import { closeApps, logger, testConfig } from './helpers.js';
+import { binary, getJson, RULES, startPrometheus, type LivePrometheus } from './livePrometheus.js';
 
 // Prometheus rules, their promtool tests, the Grafana alerts and dashboard, and a live Prometheus that
 // scrapes an in-process `lifeboat serve` and fires alerts from the rule file as shipped.
 // Needs Debian's `prometheus` package (prometheus and promtool); without it every test here fails.
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const RULES = join(ROOT, 'deploy/prometheus/lifeboat-rules.yaml');
 const RULE_TESTS = join(ROOT, 'deploy/prometheus/lifeboat-rules.test.yaml');
 const GRAFANA_ALERTS = join(ROOT, 'deploy/grafana/alerting/lifeboat-alerts.yaml');
 const DASHBOARD = join(ROOT, 'deploy/grafana/dashboards/lifeboat.json');
@@ -32,6 +31,7 @@ const KNOWN_METRICS = new Set([
   'lifeboat_verify_last_success_timestamp_seconds',
   'lifeboat_verify_last_failure_timestamp_seconds',
   'lifeboat_verify_failures_total',
+  'lifeboat_backups_corrupt',
   'lifeboat_drill_last_success_timestamp_seconds',
   'lifeboat_drill_last_failure_timestamp_seconds',
   'lifeboat_drill_duration_seconds',
@@ -79,14 +79,6 @@ interface Panel {
   datasource?: { type: string; uid: string };
   targets?: Array<{ refId: string; expr: string; datasource?: { uid: string } }>;
   panels?: Panel[];
-}
-
-/** A binary from PATH or /usr/bin; a clear error (never a skip) when it is missing. */
-function binary(name: string): string {
-  for (const dir of [...(process.env.PATH ?? '').split(delimiter), '/usr/bin']) {
-    if (dir && existsSync(join(dir, name))) return join(dir, name);
-  }
-  throw new Error(`${name} not found on PATH or in /usr/bin: install Debian's "prometheus" package (apt-get install prometheus), which provides prometheus and promtool`);
 }
 
 function promtool(...args: string[]): { ok: boolean; output: string } {
@@ -265,54 +257,18 @@ describe('Grafana provisioning', () => {
 
 // --- live: a real Prometheus scraping a real /metrics ---
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
-  });
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
-
-async function getJson<T>(url: string): Promise<T> {
-  const response = await fetch(url, { signal: AbortSignal.timeout(2000) });
-  if (!response.ok) throw new Error(`GET ${url}: ${response.status} ${await response.text()}`);
-  return (await response.json()) as T;
-}
-
-/** SIGTERM, then SIGKILL if it has not exited within 10 s. */
-async function stop(child: ChildProcess | undefined): Promise<void> {
-  if (!child || child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-  await exited;
-  clearTimeout(timer);
-}
-
-interface PromAlert {
-  labels: Record<string, string>;
-  annotations: Record<string, string>;
-  state: 'pending' | 'firing';
-  value: string;
-}
-
 describe('live Prometheus with the shipped rules', () => {
   const apps: App[] = [];
   let http: FastifyInstance | undefined;
-  let prometheus: ChildProcess | undefined;
-  let log = '';
+  let prometheus: LivePrometheus | undefined;
 
   afterAll(async () => {
-    await stop(prometheus);
+    await prometheus?.stop();
     await http?.close();
     await closeApps(apps);
   });
 
   it('scrapes `lifeboat serve` and fires BackupStale and VerifyFailed', async () => {
-    const prometheusBin = binary('prometheus');
 
     // lifeboat serve, in process: the real app on real Redis and the real HTTP server.
     const config = testConfig({
@@ -338,50 +294,11 @@ describe('live Prometheus with the shipped rules', () => {
     expect(metrics).toContain('lifeboat_backup_last_success_timestamp_seconds{dataset="live",kind="postgres"}');
     expect(metrics).toContain('lifeboat_verify_last_failure_timestamp_seconds{dataset="live",kind="postgres"}');
 
-    // Prometheus: 1 s scrapes and evaluations, the rule file as shipped, job "lifeboat" as the rules assume.
-    const dir = scratchDir();
-    const promPort = await freePort();
-    writeFileSync(
-      join(dir, 'prometheus.yml'),
-      stringify({
-        global: { scrape_interval: '1s', scrape_timeout: '1s', evaluation_interval: '1s' },
-        rule_files: [RULES],
-        scrape_configs: [{ job_name: 'lifeboat', static_configs: [{ targets: [`127.0.0.1:${lifeboatPort}`] }] }],
-      }),
-    );
-    prometheus = spawn(
-      prometheusBin,
-      [`--config.file=${join(dir, 'prometheus.yml')}`, `--storage.tsdb.path=${join(dir, 'data')}`, `--web.listen-address=127.0.0.1:${promPort}`],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    const keep = (chunk: Buffer) => {
-      log = (log + chunk.toString('utf8')).slice(-20_000);
-    };
-    prometheus.stdout?.on('data', keep);
-    prometheus.stderr?.on('data', keep);
-    const base = `http://127.0.0.1:${promPort}`;
-
-    const readyBy = Date.now() + 30_000;
-    for (;;) {
-      if (prometheus.exitCode !== null) throw new Error(`prometheus exited with ${prometheus.exitCode}:\n${log}`);
-      const ready = await fetch(`${base}/-/ready`, { signal: AbortSignal.timeout(1000) }).then((r) => r.ok, () => false);
-      if (ready) break;
-      if (Date.now() > readyBy) throw new Error(`prometheus not ready within 30 s:\n${log}`);
-      await sleep(200);
-    }
-
+    prometheus = await startPrometheus(lifeboatPort);
+    const base = prometheus.base;
     // Both alerts have `for: 0m`, so they fire at the first evaluation after the first scrape.
-    let alerts: PromAlert[] = [];
+    const alerts = await prometheus.waitForFiring(['BackupStale', 'VerifyFailed']);
     const firing = (name: string) => alerts.find((a) => a.labels.alertname === name && a.state === 'firing');
-    const deadline = Date.now() + 45_000;
-    while (!(firing('BackupStale') && firing('VerifyFailed'))) {
-      if (Date.now() > deadline) {
-        const targets = await getJson<unknown>(`${base}/api/v1/targets`).catch((err: unknown) => String(err));
-        throw new Error(`alerts not firing within 45 s.\nalerts: ${JSON.stringify(alerts, null, 1)}\ntargets: ${JSON.stringify(targets)}\nprometheus log:\n${log}`);
-      }
-      await sleep(500);
-      alerts = (await getJson<{ data: { alerts: PromAlert[] } }>(`${base}/api/v1/alerts`)).data.alerts;
-    }
 
     const stale = firing('BackupStale')!;
     expect(stale.labels).toEqual({ alertname: 'BackupStale', dataset: 'live', kind: 'postgres', severity: 'critical' });

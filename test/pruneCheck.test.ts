@@ -166,15 +166,18 @@ describe('metrics after Redis lost its state', () => {
     const { config, store } = await setup(14);
     await backup(store, config, 0, 'verified', true);
     await backup(store, config, 1, 'verified');
+    await backup(store, config, 2, 'corrupt');
     const app = await openApp(config, logger()); // a fresh key prefix: as after FLUSHALL
     apps.push(app);
     expect(await app.recorder.hasState()).toBe(false);
-    expect(await rebuildMetrics(app.deps)).toBe(3);
+    // The newest good backup, the newest verification, the catalog (its corrupt backups) and the newest drill.
+    expect(await rebuildMetrics(app.deps)).toBe(4);
     const http = await buildServer({ config, recorder: app.recorder, queues: app.queues });
     const body = (await http.inject({ method: 'GET', url: '/metrics' })).body;
     expect(body).toContain(`lifeboat_backup_last_success_timestamp_seconds{dataset="db",kind="postgres"} ${(START + DAY + 60_000) / 1000}`);
     expect(body).toContain(`lifeboat_verify_last_success_timestamp_seconds{dataset="db",kind="postgres"} ${(START + DAY + 120_000) / 1000}`);
     expect(body).toContain(`lifeboat_drill_last_success_timestamp_seconds{dataset="db",kind="postgres"} ${(START + 3660_000) / 1000}`);
     expect(body).toContain('lifeboat_backup_stale_threshold_seconds{dataset="db",kind="postgres"} 93600');
+    expect(body).toContain('lifeboat_backups_corrupt{dataset="db",kind="postgres"} 1');
   });
 });

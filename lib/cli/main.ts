@@ -6,7 +6,7 @@ import { runInline } from '../../queue/inline.js';
 import { errorMessage } from '../../queue/errors.js';
 import { syncSchedulers } from '../../triggers/cron.js';
 import { openApp, openLocal, selectFunctions } from '../app.js';
-import { listBackups } from '../catalog.js';
+import { listBackups, type OrphanFolder } from '../catalog.js';
 import { rebuildMetrics } from '../metrics/rebuild.js';
 import { formatIssues } from '../config/issues.js';
 import { ConfigError, loadConfig, type LoadedConfig } from '../config/load.js';
@@ -15,6 +15,7 @@ import { createLogger } from '../logger.js';
 import { buildServer, BOARD_PATH } from '../server.js';
 import { runDemo } from './demo.js';
 import { drillCommand, restoreCommand } from './restore.js';
+import { verifyCommand } from './verify.js';
 import { CliError, EXIT } from './exit.js';
 import { backupsTable } from './format.js';
 
@@ -111,15 +112,25 @@ program
   .option('--tick <iso-time>', 'the tick the run belongs to; the same tick overwrites the same keys (default: now)')
   .option('--wait', 'wait for the job and print its result')
   .option('--inline', 'run in this process, with its fan-out, without Redis')
-  .option('--dry-run', 'for functions that support it (mirrorBucket): print the plan, change nothing')
+  .option('--backup <id>', 'verifyObject: a backup id, latest or all; drillRestore: the backup to drill')
+  .option('--dry-run', 'for functions that support it (mirrorBucket, pruneCheck): print the plan, change nothing')
+  .option('--force-delete', 'mirrorBucket with --inline: delete even past the deletion guard (mirror.maxDeletePercent, an empty source)')
   .addOption(new Option('--timeout <seconds>', 'with --wait: give up after this long').default(3600).argParser(Number))
-  .action(async (fnName: string, opts: { dataset?: string; tick?: string; wait?: boolean; inline?: boolean; dryRun?: boolean; timeout: number }) => {
+  .action(async (fnName: string, opts: { dataset?: string; tick?: string; backup?: string; wait?: boolean; inline?: boolean; dryRun?: boolean; forceDelete?: boolean; timeout: number }) => {
     const { config: cfg } = await config();
     if (opts.dataset) datasetOrFail(cfg, opts.dataset);
     const fn = selectFunctions(allFunctions, [fnName])[0]!;
     const tick = opts.tick ? new Date(opts.tick) : new Date();
     if (Number.isNaN(tick.getTime())) throw new CliError(`--tick: not a date: ${opts.tick}`, EXIT.usage);
-    const data = { ...(opts.dataset ? { dataset: opts.dataset } : {}), tick: tick.toISOString(), ...(opts.dryRun ? { dryRun: true } : {}) };
+    // Overriding a safety guard is for an operator watching the run, never for a queued job.
+    if (opts.forceDelete && !opts.inline) throw new CliError('--force-delete: only with --inline', EXIT.usage);
+    const data = {
+      ...(opts.dataset ? { dataset: opts.dataset } : {}),
+      tick: tick.toISOString(),
+      ...(opts.backup ? { backup: opts.backup } : {}),
+      ...(opts.dryRun ? { dryRun: true } : {}),
+      ...(opts.forceDelete ? { forceDelete: true } : {}),
+    };
     const valid = fn.input.safeParse(data);
     if (!valid.success) throw new CliError(`invalid input for ${fn.name}: ${formatIssues(valid.error).join('; ')}`, EXIT.usage);
     const log = logger();
@@ -130,7 +141,7 @@ program
       onSignals(async () => controller.abort());
       const results = await runInline(allFunctions, fn.name, data, deps, { signal: controller.signal });
       await deps.close();
-      for (const r of results) process.stdout.write(`${JSON.stringify(r)}\n`);
+      for (const { failure: _, ...r } of results) process.stdout.write(`${JSON.stringify(r)}\n`);
       process.exitCode = results.every((r) => r.ok) ? EXIT.ok : EXIT.failed;
       return;
     }
@@ -168,9 +179,14 @@ backupsCmd
     const datasets = opts.dataset ? [datasetOrFail(cfg, opts.dataset)] : cfg.datasets;
     const deps = openLocal(cfg, logger());
     try {
-      const entries = (await Promise.all(datasets.map((d) => listBackups(deps.storeFor(d), d)))).flat();
-      if (opts.json) for (const e of entries) process.stdout.write(`${JSON.stringify({ dataset: e.dataset, id: e.id, status: e.status, finishedAt: e.manifest.finishedAt, size: e.manifest.artifact.size, sha256: e.manifest.artifact.sha256, key: e.manifest.artifact.key })}\n`);
-      else process.stdout.write(entries.length ? `${backupsTable(entries)}\n` : 'no backups yet\n');
+      const orphans: Array<OrphanFolder & { dataset: string }> = [];
+      const entries = (await Promise.all(datasets.map((d) => listBackups(deps.storeFor(d), d, { onOrphan: (o) => orphans.push({ ...o, dataset: d.id }) })))).flat();
+      if (opts.json) {
+        for (const e of entries) {
+          process.stdout.write(`${JSON.stringify({ dataset: e.dataset, id: e.id, status: e.status, finishedAt: e.manifest.finishedAt, size: e.manifest.artifact.size, sha256: e.manifest.artifact.sha256, key: e.manifest.artifact.key, checkedAt: e.checkedAt?.toISOString(), changedSinceVerified: e.changedSinceVerified })}\n`);
+        }
+        for (const o of orphans) process.stdout.write(`${JSON.stringify({ dataset: o.dataset, id: o.id, status: o.reason === 'no manifest' ? 'incomplete' : 'unreadable', objects: o.keys.length, bytes: o.bytes })}\n`);
+      } else process.stdout.write(entries.length || orphans.length ? `${backupsTable(entries, orphans)}\n` : 'no backups yet\n');
     } finally {
       await deps.close();
     }
@@ -186,6 +202,17 @@ program
   .action(async (dataset: string, opts: { backup: string; to: string; force?: boolean }) => {
     const { config: cfg } = await config();
     await restoreCommand(cfg, logger(), { dataset, ...opts });
+  });
+
+program
+  .command('verify')
+  .description('re-read backups now, check them against their manifests, record the result and print a table (inline, no Redis)')
+  .argument('<dataset>', 'dataset id from the config')
+  .option('--backup <id>', 'backup id, latest or all', 'latest')
+  .option('--json', 'one JSON object per backup')
+  .action(async (dataset: string, opts: { backup: string; json?: boolean }) => {
+    const { config: cfg } = await config();
+    process.exitCode = await verifyCommand(cfg, logger(), { dataset, ...opts });
   });
 
 program

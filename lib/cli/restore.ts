@@ -1,10 +1,10 @@
 import type { Logger } from 'pino';
 import { allFunctions } from '../../functions/index.js';
 import { runInline } from '../../queue/inline.js';
+import { DrillFailedError } from '../../queue/errors.js';
 import { openLocal } from '../app.js';
 import { listBackups, type BackupEntry } from '../catalog.js';
 import type { Config, PostgresDataset } from '../config/schema.js';
-import { DRILL_FILE, siblingKey } from '../layout.js';
 import { drillRecordSchema } from '../manifest.js';
 import { serverInfo } from '../postgres/connection.js';
 import { restoreDump } from '../postgres/restore.js';
@@ -102,8 +102,10 @@ export async function drillCommand(config: Config, log: Logger, opts: { dataset:
     const entry = opts.backup ? pick(entries, dataset.id, opts.backup) : entries.find((e) => e.status === 'verified');
     if (!entry) throw new CliError(`dataset ${dataset.id} has no verified backup to drill`, EXIT.failed);
     const [result] = await runInline(allFunctions, 'drillRestore', { dataset: dataset.id, backup: entry.id }, deps);
-    const record = drillRecordSchema.safeParse(await store.getJson(siblingKey(entry.manifest.artifact.key, DRILL_FILE)));
-    if (record.success && record.data.startedAt >= new Date(Date.now() - 24 * 3600_000).toISOString()) {
+    // The table of this drill only: the one the function returned, or the one its failure carries.
+    const raw = result?.ok ? result.result : result?.failure instanceof DrillFailedError ? result.failure.record : undefined;
+    const record = drillRecordSchema.safeParse(raw);
+    if (record.success) {
       process.stdout.write(`${table([['CHECK', 'RESULT', 'DETAIL'], ...record.data.checks.map((c) => [c.name, c.ok ? 'ok' : 'FAILED', c.detail])])}\n`);
       process.stdout.write(`drill of ${dataset.id} backup ${entry.id}: ${record.data.ok ? 'passed' : 'FAILED'} in ${(record.data.durationMs / 1000).toFixed(1)} s (restore ${(record.data.restoreMs / 1000).toFixed(1)} s, ${record.data.where})\n`);
     }

@@ -271,9 +271,24 @@ export function configSchema(env: NodeJS.ProcessEnv = process.env) {
     abortUploadsAfterHours: z.number().positive().default(24),
   });
 
+  const verify = z.strictObject({
+    /** Re-reads stored backups on a schedule: rot and overwrites after the first verification are found. */
+    scrub: z
+      .strictObject({
+        enabled: z.boolean().default(true),
+        schedule: cron.default('0 6 * * *'),
+        /** Every retained backup is re-read at least this often. */
+        everyDays: z.number().positive().max(3650).default(30),
+        /** Bytes one scrub run may read (default: no limit); what is left is first next time. */
+        maxBytesPerRun: z.int().positive().optional(),
+      })
+      .prefault({}),
+  });
+
   return z.strictObject({
     redis: redis.prefault({}),
     prune: prune.prefault({}),
+    verify: verify.prefault({}),
     targets: z.record(id, z.discriminatedUnion('kind', [s3Target, dirTarget])),
     datasets: z.array(dataset).default([]),
     server: server.prefault({}),

@@ -10,6 +10,7 @@ const HELP: Record<string, string> = {
   lifeboat_verify_last_success_timestamp_seconds: 'Unix time an artifact of the dataset last passed verification.',
   lifeboat_verify_last_failure_timestamp_seconds: 'Unix time an artifact of the dataset last failed verification.',
   lifeboat_verify_failures_total: 'Artifacts found corrupt by verification.',
+  lifeboat_backups_corrupt: 'Backups of the dataset whose newest verification failed (scrub included); they never fill a retention slot.',
   lifeboat_job_failures_total: 'Jobs that failed for good, per function.',
   lifeboat_backup_stale_threshold_seconds: 'How old the last success may get before BackupStale fires (staleAfterHours).',
   lifeboat_target_used_bytes: 'Bytes the datasets on a target hold (measured by pruneCheck).',
@@ -33,6 +34,7 @@ export interface QueueDepth {
 export async function renderMetrics(
   recorder: MetricsRecorder,
   queueDepths: () => Promise<QueueDepth[]>,
+  /** Series every install has (thresholds, zeros); stored state of the same series overrides them. */
   fromConfig: Sample[] = [],
   /** Datasets in the config: state left over from removed ones is not exported, so it cannot alert forever. */
   datasets?: Set<string>,
@@ -40,7 +42,7 @@ export async function renderMetrics(
   const registry = new Registry();
   const byName = new Map<string, Sample[]>();
   const stored = (await recorder.samples()).filter((s) => !datasets || s.labels.dataset === undefined || datasets.has(s.labels.dataset));
-  for (const sample of [...stored, ...fromConfig]) {
+  for (const sample of [...fromConfig, ...stored]) {
     const list = byName.get(sample.name) ?? [];
     list.push(sample);
     byName.set(sample.name, list);

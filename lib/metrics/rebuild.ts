@@ -25,6 +25,7 @@ export async function targetEvents(deps: Deps, dataset: Dataset, entries?: Backu
     return out;
   }
   const backups = entries ?? (await listBackups(store, dataset, { signal }));
+  out.push({ event: 'catalog.measured', payload: { dataset: dataset.id, kind: dataset.kind, backups: backups.length, corruptKeys: backups.filter((e) => e.status === 'corrupt').map((e) => e.manifest.artifact.key), measuredAt: deps.clock().toISOString() } });
   const good = backups.find((e) => e.status !== 'corrupt');
   if (good) {
     const takenAt = (good.manifest.source as { takenAt?: string }).takenAt;

@@ -36,11 +36,16 @@ function field(name: string, labels: Record<string, string>): string {
   return JSON.stringify([name, labels]);
 }
 
+/** One marker per backup whose newest check failed; exported only as a count per dataset. */
+const CORRUPT_MARKER = '_corrupt_backup';
+export const CORRUPT_GAUGE = 'lifeboat_backups_corrupt';
+
 abstract class BaseRecorder implements MetricsRecorder {
   protected abstract setIfNewer(tsField: string, ts: number, others: Array<[string, number]>): Promise<void>;
   protected abstract increment(field: string, by: number): Promise<void>;
   protected abstract set(field: string, value: number): Promise<void>;
   protected abstract unset(field: string): Promise<void>;
+  protected abstract fieldNames(): Promise<string[]>;
   /** Whether any state exists (false after Redis was flushed or replaced). */
   abstract hasState(): Promise<boolean>;
   abstract samples(): Promise<Sample[]>;
@@ -60,6 +65,14 @@ abstract class BaseRecorder implements MetricsRecorder {
     } else if (event === 'backup.verified') {
       const p = payload as EventPayload<'backup.verified'>;
       await this.setIfNewer(field('lifeboat_verify_last_success_timestamp_seconds', { dataset: p.dataset, kind: p.kind }), seconds(p.checkedAt), []);
+      await this.unset(field(CORRUPT_MARKER, { dataset: p.dataset, kind: p.kind, key: p.key }));
+    } else if (event === 'catalog.measured') {
+      const p = payload as EventPayload<'catalog.measured'>;
+      for (const name of await this.fieldNames()) {
+        const [metric, labels] = JSON.parse(name) as [string, Record<string, string>];
+        if (metric === CORRUPT_MARKER && labels.dataset === p.dataset && !p.corruptKeys.includes(labels.key ?? '')) await this.unset(name);
+      }
+      for (const key of p.corruptKeys) await this.set(field(CORRUPT_MARKER, { dataset: p.dataset, kind: p.kind, key }), seconds(p.measuredAt));
     } else if (event === 'drill.completed') {
       const p = payload as EventPayload<'drill.completed'>;
       const labels = { dataset: p.dataset, kind: p.kind };
@@ -84,6 +97,7 @@ abstract class BaseRecorder implements MetricsRecorder {
       const labels = { dataset: p.dataset, kind: p.kind };
       await this.increment(field('lifeboat_verify_failures_total', labels), 1);
       await this.setIfNewer(field('lifeboat_verify_last_failure_timestamp_seconds', labels), seconds(p.checkedAt), []);
+      await this.set(field(CORRUPT_MARKER, { ...labels, key: p.key }), seconds(p.checkedAt));
     }
   }
 
@@ -100,11 +114,18 @@ abstract class BaseRecorder implements MetricsRecorder {
 
   protected static parse(entries: Iterable<[string, string]>): Sample[] {
     const out: Sample[] = [];
+    const corrupt = new Map<string, Sample>();
     for (const [key, value] of entries) {
       const [name, labels] = JSON.parse(key) as [string, Record<string, string>];
-      out.push({ name, labels, value: Number(value) });
+      if (name !== CORRUPT_MARKER) {
+        out.push({ name, labels, value: Number(value) });
+        continue;
+      }
+      const gauge = { dataset: labels.dataset ?? '', kind: labels.kind ?? '' };
+      const id = field(CORRUPT_GAUGE, gauge);
+      corrupt.set(id, { name: CORRUPT_GAUGE, labels: gauge, value: (corrupt.get(id)?.value ?? 0) + 1 });
     }
-    return out;
+    return [...out, ...corrupt.values()];
   }
 }
 
@@ -127,6 +148,9 @@ export class RedisMetricsRecorder extends BaseRecorder {
   }
   protected async unset(f: string): Promise<void> {
     await this.redis.hdel(this.key, f);
+  }
+  protected async fieldNames(): Promise<string[]> {
+    return this.redis.hkeys(this.key);
   }
   async hasState(): Promise<boolean> {
     return (await this.redis.exists(this.key)) === 1;
@@ -153,6 +177,9 @@ export class MemoryMetricsRecorder extends BaseRecorder {
   }
   protected async unset(f: string): Promise<void> {
     this.state.delete(f);
+  }
+  protected async fieldNames(): Promise<string[]> {
+    return [...this.state.keys()];
   }
   async hasState(): Promise<boolean> {
     return this.state.size > 0;
