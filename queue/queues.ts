@@ -76,8 +76,10 @@ export class QueueSet {
       const job = await Job.fromId(this.queue(name), jobId);
       if (!job) throw new Error(`job ${jobId} not found in queue ${name}`);
       const state = await job.getState();
-      if (state === 'completed') return job.returnvalue;
-      if (state === 'failed') throw new Error(job.failedReason);
+      // The job may have finished after it was read: read it again for its result.
+      const done = state === 'completed' || state === 'failed' ? ((await Job.fromId(this.queue(name), jobId)) ?? job) : job;
+      if (state === 'completed') return done.returnvalue;
+      if (state === 'failed') throw new Error(done.failedReason);
       if (Date.now() >= deadline) throw new Error(`job ${name} ${jobId} did not finish within ${timeoutMs} ms (state: ${state})`);
       await sleep(delay);
     }

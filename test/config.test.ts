@@ -61,6 +61,39 @@ describe('config validation', () => {
     expect(found).toContain('datasets[1].target.name: unknown target "pi" (known: hub)');
   });
 
+  it('refuses datasets whose prefixes nest in one bucket (one dataset\'s objects would count as another\'s), naming both', () => {
+    const velero = (id: string, target: Record<string, string>) => ({ id, kind: 'velero', target: { name: 'hub', bucket: 'backups', ...target } });
+    const found = problems(
+      {
+        targets: { hub: validHub, nas: { kind: 'dir', path: '/srv' } },
+        datasets: [
+          { ...validDataset, id: 'pg', target: { name: 'hub', bucket: 'backups' } },
+          velero('k3s', { bucket: 'etcd' }),
+          velero('db', { prefix: 'db/' }),
+          velero('velero-a', { bucket: 'velero', prefix: 'a/' }),
+          velero('velero-a2', { bucket: 'velero', prefix: 'a/' }),
+          velero('velero-ab', { bucket: 'velero', prefix: 'ab/' }),
+          velero('velero-a-x', { bucket: 'velero', prefix: 'a/x/' }),
+          velero('nas-copy', { name: 'nas' }),
+        ],
+      },
+      { PGPASS: 'x', ...hubEnv },
+    );
+    const hint = "give each dataset its own bucket or a prefix that is not a prefix of another's";
+    expect(found).toEqual([
+      `datasets[2].target.prefix: "db/" (dataset "db") overlaps dataset "pg" (datasets[0], prefix "") in target hub bucket backups; ${hint}`,
+      `datasets[4].target.prefix: "a/" (dataset "velero-a2") overlaps dataset "velero-a" (datasets[3], prefix "a/") in target hub bucket velero; ${hint}`,
+      `datasets[6].target.prefix: "a/x/" (dataset "velero-a-x") overlaps dataset "velero-a" (datasets[3], prefix "a/") in target hub bucket velero; ${hint}`,
+      `datasets[6].target.prefix: "a/x/" (dataset "velero-a-x") overlaps dataset "velero-a2" (datasets[4], prefix "a/") in target hub bucket velero; ${hint}`,
+    ]);
+    // Own buckets, sibling prefixes ("a/" and "ab/") and another target are fine.
+    const apart = problems(
+      { targets: { hub: validHub }, datasets: [velero('one', { prefix: 'a/' }), velero('two', { prefix: 'ab/' }), velero('three', { bucket: 'other' })] },
+      hubEnv,
+    );
+    expect(apart).toEqual([]);
+  });
+
   it('rejects unknown keys, so a typo is not silently ignored', () => {
     expect(problems({ targets: {}, datasets: [], sever: {} })).toEqual([expect.stringMatching(/^Unrecognized key: "sever"/)]);
   });

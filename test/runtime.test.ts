@@ -180,7 +180,7 @@ describe('runtime on real Redis', () => {
 });
 
 describe('cron triggers', () => {
-  const datasets = (ids: string[]) => ids.map((id) => ({ id, kind: 'postgres', source: { mode: 'direct', url: 'postgres://postgres@127.0.0.1/postgres' }, target: { name: 'hub', bucket: 'postgres' }, schedule: '* * * * * *' }));
+  const datasets = (ids: string[]) => ids.map((id) => ({ id, kind: 'postgres', source: { mode: 'direct', url: 'postgres://postgres@127.0.0.1/postgres' }, target: { name: 'hub', bucket: 'postgres', prefix: `${id}/` }, schedule: '* * * * * *' }));
 
   it('upserts one scheduler per configured dataset and removes those no longer configured', async () => {
     const scheduled = defineFunction({

@@ -6,8 +6,9 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { openApp, type App } from '../lib/app.js';
 import { ConfigError, parseConfig } from '../lib/config/load.js';
 import { buildServer } from '../lib/server.js';
-import { closeApps, createBucket, logger, removeBucket, s3Client, s3Env, testConfig } from './helpers.js';
+import { closeApps, createBucket, listKeys, logger, removeBucket, s3Client, s3Env, testConfig } from './helpers.js';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { eventKey, verifyJobId } from '../triggers/webhook.js';
 
 const MINIO = readFileSync('test/fixtures/minio-put.json', 'utf8');
 const RGW = readFileSync('test/fixtures/rgw-put.json', 'utf8');
@@ -34,6 +35,26 @@ const post = (http: FastifyInstance, body: string, headers: Record<string, strin
 
 const verifyJobs = async (app: App) => (await app.queues.queue('verifyObject').getJobs(['waiting', 'delayed', 'active', 'completed', 'failed'])).map((j) => j.data);
 
+/** A recorded body with its first record's object key (and other record fields) replaced. */
+function withRecord(body: string, fields: { key?: string; eventSource?: string; eventTime?: string | undefined }): string {
+  const parsed = JSON.parse(body);
+  const record = parsed.Records[0];
+  if (fields.key !== undefined) record.s3.object.key = fields.key;
+  if ('eventSource' in fields) record.eventSource = fields.eventSource;
+  if ('eventTime' in fields) record.eventTime = fields.eventTime;
+  return JSON.stringify(parsed);
+}
+
+/** Reads until `done` holds or the deadline passes, and returns the last value read. */
+async function eventually<T>(read: () => Promise<T>, done: (value: T) => boolean, timeoutMs = 20_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await read();
+    if (done(value) || Date.now() > deadline) return value;
+    await sleep(100);
+  }
+}
+
 describe('bucket-notification webhook (recorded MinIO and RGW bodies, real Redis)', () => {
   it('turns a MinIO event and an RGW event into verifyObject jobs with decoded keys', async () => {
     const { app, http } = await server();
@@ -54,6 +75,75 @@ describe('bucket-notification webhook (recorded MinIO and RGW bodies, real Redis
     await post(http, MINIO);
     await post(http, MINIO);
     expect(await verifyJobs(app)).toHaveLength(1);
+  });
+
+  it('deduplicates per object version per hour of its eventTime: the same version announced hours later is verified again', async () => {
+    const { app, http } = await server();
+    await post(http, MINIO); // eventTime 2026-11-26T03:04:11.123Z
+    expect((await post(http, withRecord(MINIO, { eventTime: '2026-11-26T03:59:59.000Z' }))).statusCode).toBe(202);
+    expect(await verifyJobs(app)).toHaveLength(1);
+    expect((await post(http, withRecord(MINIO, { eventTime: '2026-11-26T05:00:00.000Z' }))).statusCode).toBe(202);
+    expect(await verifyJobs(app)).toHaveLength(2);
+
+    // Without a usable eventTime the window is the current hour.
+    const event = { bucket: 'velero-hub', key: 'backups/b.tar.gz', etag: 'e1' };
+    const now = new Date('2026-11-26T10:15:00Z');
+    expect(verifyJobId('hub', event, now)).toBe(verifyJobId('hub', { ...event, eventTime: '2026-11-26T10:59:00Z' }, now));
+    expect(verifyJobId('hub', { ...event, eventTime: 'yesterday' }, now)).toBe(verifyJobId('hub', event, new Date('2026-11-26T10:45:00Z')));
+    expect(verifyJobId('hub', event, now)).not.toBe(verifyJobId('hub', event, new Date('2026-11-26T11:00:00Z')));
+    expect(verifyJobId('hub', event, now)).not.toBe(verifyJobId('hub', { ...event, etag: 'e2' }, now));
+  });
+
+  it('decodes keys only where the sender encodes them: MinIO and AWS query-escape, RGW sends them raw', async () => {
+    const { app, http } = await server();
+    // As MinIO (Go's url.QueryEscape) and AWS send them.
+    const escaped = { 'c++ 100%.sql': 'c%2B%2B+100%25.sql', 'a b+c/d.sql': 'a+b%2Bc%2Fd.sql', '日本/é.sql': '%E6%97%A5%E6%9C%AC%2F%C3%A9.sql' };
+    for (const [key, sent] of Object.entries(escaped)) {
+      expect((await post(http, withRecord(MINIO, { key: sent }))).json()).toEqual({ accepted: 1, ignored: {} });
+      expect((await post(http, withRecord(RGW, { key: `k3s-s3/${key}` }))).json()).toEqual({ accepted: 1, ignored: {} });
+    }
+    // An AWS-shaped record, and records with no or an unknown eventSource (taken as is).
+    await post(http, withRecord(RGW, { eventSource: 'aws:s3', key: 'k3s-s3%2Faws+%2B.sql' }));
+    await post(http, withRecord(RGW, { eventSource: undefined, key: 'k3s-s3/no source+%41.sql' }));
+    await post(http, withRecord(RGW, { eventSource: 'garage:s3', key: 'k3s-s3/garage+%41.sql' }));
+    // Undecodable if it were escaped, but a legal raw key from RGW.
+    expect((await post(http, withRecord(RGW, { key: 'k3s-s3/%E0%A4%A' }))).statusCode).toBe(202);
+
+    const keys = (await verifyJobs(app)).map((j) => `${j.dataset}:${j.key}`).sort();
+    expect(keys).toEqual([
+      'k3s-s3:k3s-s3/%E0%A4%A',
+      'k3s-s3:k3s-s3/a b+c/d.sql',
+      'k3s-s3:k3s-s3/aws +.sql',
+      'k3s-s3:k3s-s3/c++ 100%.sql',
+      'k3s-s3:k3s-s3/garage+%41.sql',
+      'k3s-s3:k3s-s3/no source+%41.sql',
+      'k3s-s3:k3s-s3/日本/é.sql',
+      'velero:a b+c/d.sql',
+      'velero:c++ 100%.sql',
+      'velero:日本/é.sql',
+    ]);
+    expect(eventKey({ eventSource: 'minio:s3', s3: { bucket: { name: 'b' }, object: { key: 'c%2B%2B+100%25.sql' } } })).toBe('c++ 100%.sql');
+    expect(eventKey({ eventSource: 'ceph:s3', s3: { bucket: { name: 'b' }, object: { key: 'c++ 100%.sql' } } })).toBe('c++ 100%.sql');
+  });
+
+  it('ignores keys that climb out of their folder or are longer than S3 allows, and counts them', async () => {
+    const { app, http } = await server();
+    const unsafe = [
+      withRecord(RGW, { key: 'k3s-s3/../../etc/passwd' }),
+      withRecord(MINIO, { key: '..%2F..%2Fetc%2Fpasswd' }),
+      withRecord(MINIO, { key: 'backups%2F..%2F..%2Fetc%2Fpasswd' }),
+      withRecord(RGW, { key: 'k3s-s3/./snapshot' }),
+      withRecord(RGW, { key: 'k3s-s3//snapshot' }),
+      withRecord(RGW, { key: '/k3s-s3/snapshot' }),
+      withRecord(RGW, { key: `k3s-s3/${'x'.repeat(1018)}` }), // 1025 bytes
+      withRecord(RGW, { key: `k3s-s3/${'é'.repeat(509)}` }), // 516 characters, 1025 bytes
+    ];
+    for (const body of unsafe) expect((await post(http, body)).json()).toEqual({ accepted: 0, ignored: { 'unsafe-key': 1 } });
+    expect(await verifyJobs(app)).toEqual([]);
+    // 1024 bytes is the S3 limit, and allowed.
+    expect((await post(http, withRecord(RGW, { key: `k3s-s3/${'x'.repeat(1017)}` }))).json()).toEqual({ accepted: 1, ignored: {} });
+    const metrics = (await http.inject({ method: 'GET', url: '/metrics' })).body;
+    expect(metrics).toContain(`lifeboat_webhook_events_total{result="ignored-unsafe-key"} ${unsafe.length}`);
   });
 
   it('with a token: a missing or wrong bearer token gets 401 and no job; the right one (two words, as MinIO sends it) works', async () => {
@@ -88,8 +178,10 @@ describe('bucket-notification webhook (recorded MinIO and RGW bodies, real Redis
     expect(wrongShape.statusCode).toBe(400);
     expect(wrongShape.json()).toEqual({ error: 'not an S3 event notification', problems: ['Records[0].s3.bucket.name: Required', 'Records[0].s3.object.size: Too small: expected number to be >=0'] });
     expect((await post(http, JSON.stringify({ Records: [] }))).statusCode).toBe(400);
-    const badKey = await post(http, RGW.replace('k3s-s3/etcd-snapshot-server1-1795658400', 'k3s-s3/%E0%A4%A'));
+    // Only a sender that escapes keys can send one that does not decode.
+    const badKey = await post(http, withRecord(MINIO, { key: 'backups%2F%E0%A4%A' }));
     expect(badKey.statusCode).toBe(400);
+    expect(badKey.json()).toEqual({ error: 'bad object key "backups%2F%E0%A4%A" from minio:s3: URI malformed', problems: ['Records[0]: bad object key "backups%2F%E0%A4%A" from minio:s3: URI malformed'] });
     expect((await post(http, `{"Records":[${'x'.repeat(5000)}]}`)).statusCode).toBe(413);
     expect(await verifyJobs(app)).toEqual([]);
   });
@@ -157,7 +249,7 @@ describe('end to end on real Ceph RGW: bucket notification → webhook → verif
     sns.destroy();
   });
 
-  it('a Velero backup written by another tool is verified and counts for freshness', async () => {
+  it('a Velero backup and objects with awkward keys written by another tool are verified, under their exact keys, and count for freshness', async () => {
     const config = testConfig({ datasets: [{ id: 'velero', kind: 'velero', target: { name: 'hub', bucket, prefix: 'velero/' } }] });
     const app = await openApp(config, logger());
     apps.push(app);
@@ -169,20 +261,51 @@ describe('end to end on real Ceph RGW: bucket notification → webhook → verif
       topicArn = topic.TopicArn;
       await client.send(new PutBucketNotificationConfigurationCommand({ Bucket: bucket, NotificationConfiguration: { TopicConfigurations: [{ Id: 'lifeboat', TopicArn: topicArn, Events: ['s3:ObjectCreated:*'] }] } }));
       const backup = { kind: 'Backup', metadata: { name: 'nightly-1' }, status: { phase: 'Completed', completionTimestamp: '2026-11-26T03:05:00Z' } };
-      // As Velero would write it, with a plain S3 client.
-      await client.send(new PutObjectCommand({ Bucket: bucket, Key: 'velero/backups/nightly-1/velero-backup.json', Body: JSON.stringify(backup) }));
-      const resultKey = 'velero/_lifeboat/verify/velero/backups/nightly-1/velero-backup.json.json';
+      // As Velero (or anything else) would write them, with a plain S3 client. RGW notifies these keys raw.
+      const backupKey = 'velero/backups/nightly-1/velero-backup.json';
+      const awkward = ['velero/c++ 100%.sql', 'velero/a b+c/d.sql', 'velero/日本/é.sql'];
+      await client.send(new PutObjectCommand({ Bucket: bucket, Key: backupKey, Body: JSON.stringify(backup) }));
+      for (const key of awkward) await client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: `contents of ${key}` }));
+
       const store = app.deps.store('hub', bucket);
-      let record: { ok?: boolean; checks?: Array<{ name: string; ok: boolean }> } | undefined;
-      for (let i = 0; i < 100 && !record; i++) {
-        record = await store.getJson(resultKey);
-        if (!record) await sleep(100);
-      }
-      expect(record).toMatchObject({ ok: true, checks: expect.arrayContaining([{ name: 'velero phase', ok: true, detail: 'Completed, completed 2026-11-26T03:05:00Z' }]) });
-      const samples = await app.recorder.samples();
-      expect(samples).toContainEqual({ name: 'lifeboat_backup_last_success_timestamp_seconds', labels: { dataset: 'velero', kind: 'velero' }, value: Date.parse('2026-11-26T03:05:00Z') / 1000 });
+      type VerifyResult = { ok?: boolean; key?: string; checks?: Array<{ name: string; ok: boolean }> };
+      const readRecords = async () => Promise.all([backupKey, ...awkward].map((key) => store.getJson<VerifyResult>(`velero/_lifeboat/verify/${key}.json`)));
+      const freshness = { name: 'lifeboat_backup_last_success_timestamp_seconds', labels: { dataset: 'velero', kind: 'velero' }, value: Date.parse('2026-11-26T03:05:00Z') / 1000 };
+      // The metric is recorded after the record is written: wait for both.
+      const outcome = await eventually(
+        async () => ({ records: await readRecords(), samples: await app.recorder.samples() }),
+        ({ records, samples }) => records.every((r) => r !== undefined) && samples.some((m) => m.name === freshness.name && m.value === freshness.value),
+      );
+      const [backupRecord, ...awkwardRecords] = outcome.records;
+      expect(backupRecord).toMatchObject({ ok: true, key: backupKey, checks: expect.arrayContaining([{ name: 'velero phase', ok: true, detail: 'Completed, completed 2026-11-26T03:05:00Z' }]) });
+      expect(awkwardRecords).toEqual(awkward.map((key) => expect.objectContaining({ ok: true, key })));
+      expect(outcome.samples).toContainEqual(freshness);
+      // Exactly these objects were checked, each once, under its exact key (Lifeboat's own records are ignored).
+      expect((await verifyJobs(app)).map((j) => j.key).sort()).toEqual([backupKey, ...awkward].sort());
     } finally {
       await http.close();
     }
+  });
+
+  it('a notification for an object that does not exist completes as missing, writes no record and is not retried', async () => {
+    const config = testConfig({ datasets: [{ id: 'gone', kind: 'velero', target: { name: 'hub', bucket, prefix: 'gone/' } }] });
+    const app = await openApp(config, logger());
+    apps.push(app);
+    await app.startWorkers(['verifyObject']);
+    const http = await buildServer({ config, recorder: app.recorder, queues: app.queues });
+    const key = 'gone/backups/nightly-2/nightly-2.tar.gz';
+    const notification = withRecord(RGW.replaceAll('etcd-hub', bucket), { key });
+    expect((await post(http, notification)).json()).toEqual({ accepted: 1, ignored: {} });
+    const [job] = await app.queues.queue('verifyObject').getJobs(['waiting', 'delayed', 'active', 'completed', 'failed']);
+    expect(job?.data).toMatchObject({ dataset: 'gone', key, external: true });
+
+    await app.queues.waitFor('verifyObject', job!.id!, 30_000);
+    // Read again once finished: waitFor may return a copy of the job read before its result was stored.
+    const finished = await app.queues.queue('verifyObject').getJob(job!.id!);
+    expect(finished?.returnvalue).toMatchObject({ missing: true, key });
+    expect(finished?.attemptsMade).toBe(1);
+    const missing = { name: 'lifeboat_webhook_events_total', labels: { result: 'missing' }, value: 1 };
+    expect(await eventually(() => app.recorder.samples(), (samples) => samples.some((m) => m.name === missing.name && m.labels.result === 'missing'))).toContainEqual(missing);
+    expect(await listKeys(client, bucket, 'gone/')).toEqual([]);
   });
 });

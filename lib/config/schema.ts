@@ -331,6 +331,23 @@ export function crossReferenceIssues(raw: unknown): string[] {
       issues.push(`datasets[${index}].target.name: a bucket mirror needs an s3 target ("${name}" is ${String(targetKind)})`);
     }
   });
+  // Nested prefixes in one bucket mix two datasets' objects: a notification, a listing or a mirror's
+  // deletion for one would reach the other's.
+  const places = root.datasets.flatMap((dataset: unknown, index) => {
+    const d = (dataset ?? {}) as { id?: unknown; target?: { name?: unknown; bucket?: unknown; prefix?: unknown } };
+    const { name, bucket, prefix = '' } = d.target ?? {};
+    if (typeof name !== 'string' || typeof bucket !== 'string' || typeof prefix !== 'string') return [];
+    return [{ index, id: typeof d.id === 'string' ? d.id : '', name, bucket, prefix }];
+  });
+  places.forEach((later, j) => {
+    for (const earlier of places.slice(0, j)) {
+      if (earlier.name !== later.name || earlier.bucket !== later.bucket) continue;
+      if (!earlier.prefix.startsWith(later.prefix) && !later.prefix.startsWith(earlier.prefix)) continue;
+      issues.push(
+        `datasets[${later.index}].target.prefix: "${later.prefix}" (dataset "${later.id}") overlaps dataset "${earlier.id}" (datasets[${earlier.index}], prefix "${earlier.prefix}") in target ${later.name} bucket ${later.bucket}; give each dataset its own bucket or a prefix that is not a prefix of another's`,
+      );
+    }
+  });
   return issues;
 }
 
