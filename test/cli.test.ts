@@ -6,27 +6,10 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startThrowawayCluster, type ThrowawayCluster } from '../lib/postgres/cluster.js';
-import { psql } from './helpers.js';
+import { CLI, psql, runCli } from './helpers.js';
 
 // The built CLI (npm test builds first), as an operator runs it: real Postgres, real Redis, a dir target.
-const CLI = join(process.cwd(), 'dist/lib/cli/main.js');
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function lifeboat(args: string[], options: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): Promise<Run> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], { cwd: options.cwd, env: { ...process.env, ...options.env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c) => (stdout += c));
-    child.stderr.on('data', (c) => (stderr += c));
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const lifeboat = runCli;
 
 let cluster: ThrowawayCluster;
 let dir: string;

@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { access, chmod, mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,7 +12,7 @@ import { drillRecordSchema } from '../lib/manifest.js';
 import { startThrowawayCluster, type ThrowawayCluster } from '../lib/postgres/cluster.js';
 import type { AnyFunction } from '../queue/define.js';
 import { runFunction } from '../queue/runner.js';
-import { createBucket, ITEMS_FINGERPRINT, logger, psql, removeBucket, s3Client, s3Env, seedDatabases, testConfig, withDatabase } from './helpers.js';
+import { createBucket, ITEMS_FINGERPRINT, logger, psql, removeBucket, runCli, s3Client, s3Env, seedDatabases, testConfig, withDatabase } from './helpers.js';
 
 // Real PostgreSQL (throwaway clusters), real Ceph RGW; drills restore into throwaway clusters of their own.
 const ROWS = { alpha: 3000, beta: 2000, gamma: 1500 };
@@ -134,22 +133,11 @@ describe('drillRestore, local mode, on real Postgres and RGW', () => {
 });
 
 describe('lifeboat restore and lifeboat drill (the built CLI)', () => {
-  const CLI = join(process.cwd(), 'dist/lib/cli/main.js');
   let configFile: string;
 
-  function lifeboat(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  function lifeboat(args: string[]) {
     const s3 = s3Env();
-    return new Promise((resolve) => {
-      const child = spawn(process.execPath, [CLI, ...args, '-c', configFile], {
-        env: { ...process.env, TEST_S3_ACCESS_KEY: s3.accessKeyId, TEST_S3_SECRET_KEY: s3.secretAccessKey, LOG_LEVEL: 'error' },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (c) => (stdout += c));
-      child.stderr.on('data', (c) => (stderr += c));
-      child.on('close', (code) => resolve({ code, stdout, stderr }));
-    });
+    return runCli([...args, '-c', configFile], { env: { TEST_S3_ACCESS_KEY: s3.accessKeyId, TEST_S3_SECRET_KEY: s3.secretAccessKey, LOG_LEVEL: 'error' } });
   }
 
   beforeAll(async () => {

@@ -1,5 +1,6 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
 import { CreateBucketCommand, DeleteBucketCommand, DeleteObjectsCommand, ListMultipartUploadsCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import { Redis } from 'ioredis';
 import { inject } from 'vitest';
@@ -134,4 +135,25 @@ export function rgwUser(uid: string): { accessKeyId: string; secretAccessKey: st
 
 export function s3ClientFor(keys: { accessKeyId: string; secretAccessKey: string }): S3Client {
   return createS3Client({ endpoint: s3Env().endpoint, region: 'us-east-1', forcePathStyle: true, ...keys });
+}
+
+/** The built CLI (npm test builds first). */
+export const CLI = join(process.cwd(), 'dist/lib/cli/main.js');
+
+export interface CliRun {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the built CLI to its end, as an operator would, and collects what it printed. */
+export function runCli(args: string[], options: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): Promise<CliRun> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [CLI, ...args], { cwd: options.cwd, env: { ...process.env, ...options.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c) => (stdout += c));
+    child.stderr.on('data', (c) => (stderr += c));
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
 }

@@ -175,7 +175,7 @@ describe('runtime on real Redis', () => {
     expect(results).toEqual([{ fn: 'producer', jobId: expect.any(String), ok: true, attempts: 2, result: 'done' }]);
     expect(await deps.metrics.samples()).toContainEqual({ name: 'lifeboat_verify_last_success_timestamp_seconds', labels: { dataset: 'pg', kind: 'postgres' }, value: Date.parse('2026-11-26T02:00:00Z') / 1000 });
     const bad = await runInline([producer], 'producer', { nope: true }, deps);
-    expect(bad).toEqual([{ fn: 'producer', jobId: expect.any(String), ok: false, attempts: 1, error: expect.stringContaining('dataset: Required') }]);
+    expect(bad).toEqual([{ fn: 'producer', jobId: expect.any(String), ok: false, attempts: 1, error: expect.stringContaining('dataset: Required'), failure: expect.objectContaining({ name: 'InvalidInputError', problems: ['dataset: Required'] }) }]);
   });
 });
 

@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,7 +22,7 @@ import { foreignVerifyKey } from '../lib/verify.js';
 import type { AnyFunction } from '../queue/define.js';
 import type { Emit } from '../queue/runner.js';
 import { runFunction } from '../queue/runner.js';
-import { closeApps, createBucket, logger, removeBucket, s3Client, s3Env, seedDatabases, testConfig } from './helpers.js';
+import { closeApps, createBucket, logger, removeBucket, runCli, s3Client, s3Env, seedDatabases, testConfig, type CliRun } from './helpers.js';
 import { startPrometheus, type LivePrometheus } from './livePrometheus.js';
 
 // Real PostgreSQL (a throwaway cluster), real Ceph RGW and a real directory target. Corruption is made
@@ -127,10 +126,8 @@ async function rotInPlace(key: string): Promise<void> {
   await utimes(file, before.atimeMs / 1000, before.mtimeMs / 1000);
 }
 
-const CLI = join(process.cwd(), 'dist/lib/cli/main.js');
-
 /** The built CLI with a config file; Redis points at a closed port, since none of these commands may need it. */
-async function lifeboat(cfg: Config, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+async function lifeboat(cfg: Config, args: string[]): Promise<CliRun> {
   const file = join(work, `lifeboat-${Math.random().toString(36).slice(2)}.yaml`);
   const s3 = s3Env();
   const lines = [
@@ -142,17 +139,7 @@ async function lifeboat(cfg: Config, args: string[]): Promise<{ code: number | n
     ...cfg.datasets.map((d) => `  - { id: ${d.id}, kind: postgres, source: { mode: direct, url: "${source.url}" }, target: { name: ${d.target.name}, bucket: ${d.target.bucket}, prefix: "${d.target.prefix}" } }`),
   ];
   await writeFile(file, `${lines.join('\n')}\n`);
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, '-c', file, ...args], {
-      env: { ...process.env, TEST_S3_ACCESS_KEY: s3.accessKeyId, TEST_S3_SECRET_KEY: s3.secretAccessKey, LOG_LEVEL: 'fatal' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c) => (stdout += c));
-    child.stderr.on('data', (c) => (stderr += c));
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
+  return runCli(['-c', file, ...args], { env: { TEST_S3_ACCESS_KEY: s3.accessKeyId, TEST_S3_SECRET_KEY: s3.secretAccessKey, LOG_LEVEL: 'fatal' } });
 }
 
 const T0 = Date.parse('2026-11-10T02:00:00Z');
