@@ -8,8 +8,8 @@
 import { createReadStream } from 'node:fs';
 import { dumpPostgres } from '../functions/dumpPostgres.js';
 import { parseConfig } from '../lib/config/load.js';
-import { createDeps } from '../lib/deps.js';
-import { silentLogger } from '../lib/logger.js';
+import { createDeps } from '../lib/plumbing/deps.js';
+import { silentLogger } from '../lib/plumbing/logger.js';
 import { MemoryMetricsRecorder } from '../lib/metrics/recorder.js';
 import { runFunction } from '../queue/runner.js';
 

@@ -5,8 +5,8 @@
  */
 import { mirrorBucket } from '../functions/mirrorBucket.js';
 import { parseConfig } from '../lib/config/load.js';
-import { createDeps } from '../lib/deps.js';
-import { silentLogger } from '../lib/logger.js';
+import { createDeps } from '../lib/plumbing/deps.js';
+import { silentLogger } from '../lib/plumbing/logger.js';
 import { MemoryMetricsRecorder } from '../lib/metrics/recorder.js';
 import { runFunction } from '../queue/runner.js';
 

@@ -1,8 +1,8 @@
 import { z } from 'zod';
-import { listBackups } from '../lib/catalog.js';
+import { listBackups } from '../lib/catalog/catalog.js';
 import { requireDataset } from '../lib/datasets.js';
-import { DRILL_FILE, siblingKey } from '../lib/layout.js';
-import type { Check, DrillRecord } from '../lib/manifest.js';
+import { DRILL_FILE, siblingKey } from '../lib/catalog/layout.js';
+import type { Check, DrillRecord } from '../lib/catalog/manifest.js';
 import { drillChecks } from '../lib/postgres/checks.js';
 import type { DatabaseStats } from '../lib/postgres/connection.js';
 import { restoreDump } from '../lib/postgres/restore.js';

@@ -1,8 +1,8 @@
 import { Readable } from 'node:stream';
 import { z } from 'zod';
 import { requireDataset } from '../lib/datasets.js';
-import { backupDir, MANIFEST_FILE } from '../lib/layout.js';
-import { LIFEBOAT_VERSION, type Manifest } from '../lib/manifest.js';
+import { backupDir, MANIFEST_FILE } from '../lib/catalog/layout.js';
+import { LIFEBOAT_VERSION, type Manifest } from '../lib/catalog/manifest.js';
 import type { BucketDataset } from '../lib/config/schema.js';
 import { checkBucket, mirrorBucket as mirror, type DeletionGuard, type PlannedAction } from '../lib/mirror/mirror.js';
 import { S3Store } from '../lib/targets/s3.js';

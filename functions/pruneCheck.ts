@@ -1,13 +1,13 @@
 import { z } from 'zod';
-import { listBackups, type BackupEntry, type OrphanFolder } from '../lib/catalog.js';
-import { appendSample, forecast, type CapacitySample } from '../lib/capacity.js';
+import { listBackups, type BackupEntry, type OrphanFolder } from '../lib/catalog/catalog.js';
+import { appendSample, forecast, type CapacitySample } from '../lib/catalog/capacity.js';
 import type { Dataset } from '../lib/config/schema.js';
 import { requireDataset } from '../lib/datasets.js';
-import { MANIFEST_FILE, MIRROR_REPORTS } from '../lib/layout.js';
+import { MANIFEST_FILE, MIRROR_REPORTS } from '../lib/catalog/layout.js';
 import { targetEvents } from '../lib/metrics/rebuild.js';
-import { GRACE_MS, planRetention } from '../lib/retention.js';
+import { GRACE_MS, planRetention } from '../lib/catalog/retention.js';
 import type { TargetStore } from '../lib/targets/store.js';
-import { verifyArtifact } from '../lib/verify.js';
+import { verifyArtifact } from '../lib/catalog/verify.js';
 import { defineFunction, type Ctx } from '../queue/define.js';
 
 interface DatasetOutcome {

@@ -1,9 +1,9 @@
 import { z } from 'zod';
 import type { Dataset } from '../lib/config/schema.js';
 import { requireDataset } from '../lib/datasets.js';
-import type { VerifyRecord } from '../lib/manifest.js';
-import { cronIntervalMs, planScrub, scrubCandidates, type ScrubCandidate } from '../lib/scrub.js';
-import { failureReason, verifyArtifact, verifyForeignObject, type VerifyScope } from '../lib/verify.js';
+import type { VerifyRecord } from '../lib/catalog/manifest.js';
+import { cronIntervalMs, planScrub, scrubCandidates, type ScrubCandidate } from '../lib/catalog/scrub.js';
+import { failureReason, verifyArtifact, verifyForeignObject, type VerifyScope } from '../lib/catalog/verify.js';
 import { defineFunction, type Ctx } from '../queue/define.js';
 import { CorruptBackupError, PermanentError } from '../queue/errors.js';
 

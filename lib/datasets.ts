@@ -1,4 +1,4 @@
-import type { Config, Dataset } from '../lib/config/schema.js';
+import type { Config, Dataset } from './config/schema.js';
 import { PermanentError } from '../queue/errors.js';
 
 /** The dataset a job names, of the kind the function handles; anything else is a permanent error. */

@@ -5,7 +5,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import type { Config } from './config/schema.js';
 import { renderMetrics, type QueueDepth } from './metrics/exporter.js';
 import type { MetricsRecorder } from './metrics/recorder.js';
-import { safeEqual } from './secure.js';
+import { safeEqual } from './plumbing/secure.js';
 import type { QueueSet } from '../queue/queues.js';
 import { registerWebhook } from '../triggers/webhook.js';
 

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { z } from 'zod';
-import type { Deps } from '../lib/deps.js';
+import type { Deps } from '../lib/plumbing/deps.js';
 import type { Config, Dataset } from '../lib/config/schema.js';
 import type { EventName, EventPayload } from './events.js';
 

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Deps } from '../lib/deps.js';
+import type { Deps } from '../lib/plumbing/deps.js';
 import type { AnyFunction } from './define.js';
 import { errorMessage, isPermanent } from './errors.js';
 import { eventSchemas } from './events.js';

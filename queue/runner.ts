@@ -1,6 +1,6 @@
 import { setMaxListeners } from 'node:events';
 import { formatIssues } from '../lib/config/issues.js';
-import type { Deps } from '../lib/deps.js';
+import type { Deps } from '../lib/plumbing/deps.js';
 import type { AnyFunction, Ctx } from './define.js';
 import { InvalidInputError, ShutdownError, TimeoutError, errorMessage, isPermanent } from './errors.js';
 import { eventSchemas, type EventName, type EventPayload } from './events.js';

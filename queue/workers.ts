@@ -1,6 +1,6 @@
 import { UnrecoverableError, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
-import type { Deps } from '../lib/deps.js';
+import type { Deps } from '../lib/plumbing/deps.js';
 import type { AnyFunction } from './define.js';
 import { errorMessage, isPermanent } from './errors.js';
 import { runFunction, type Emit } from './runner.js';

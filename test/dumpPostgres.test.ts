@@ -9,10 +9,10 @@ import { GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/clie
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { dumpPostgres } from '../functions/dumpPostgres.js';
 import { verifyObject } from '../functions/verifyObject.js';
-import { openApp, openLocal, type App } from '../lib/app.js';
-import { listBackups } from '../lib/catalog.js';
+import { openApp, openLocal, type App } from '../lib/plumbing/app.js';
+import { listBackups } from '../lib/catalog/catalog.js';
 import type { Config } from '../lib/config/schema.js';
-import { manifestSchema, verifyRecordSchema } from '../lib/manifest.js';
+import { manifestSchema, verifyRecordSchema } from '../lib/catalog/manifest.js';
 import { startThrowawayCluster, type ThrowawayCluster } from '../lib/postgres/cluster.js';
 import { libpqEnv } from '../lib/postgres/connection.js';
 import { runFunction } from '../queue/runner.js';

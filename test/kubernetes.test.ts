@@ -3,9 +3,9 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { drillRestore } from '../functions/drillRestore.js';
 import { dumpPostgres } from '../functions/dumpPostgres.js';
 import { verifyObject } from '../functions/verifyObject.js';
-import { openLocal } from '../lib/app.js';
+import { openLocal } from '../lib/plumbing/app.js';
 import type { Config } from '../lib/config/schema.js';
-import { drillRecordSchema, manifestSchema } from '../lib/manifest.js';
+import { drillRecordSchema, manifestSchema } from '../lib/catalog/manifest.js';
 import { startThrowawayCluster, type ThrowawayCluster } from '../lib/postgres/cluster.js';
 import type { AnyFunction } from '../queue/define.js';
 import { runFunction } from '../queue/runner.js';

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { openApp, type App } from '../lib/app.js';
+import { openApp, type App } from '../lib/plumbing/app.js';
 import { buildServer } from '../lib/server.js';
 import { allFunctions } from '../functions/index.js';
 import { closeApps, logger, testConfig } from './helpers.js';

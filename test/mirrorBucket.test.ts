@@ -3,7 +3,7 @@ import { DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, PutBucketPoli
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mirrorBucket } from '../functions/mirrorBucket.js';
 import { verifyObject } from '../functions/verifyObject.js';
-import { openLocal } from '../lib/app.js';
+import { openLocal } from '../lib/plumbing/app.js';
 import type { Config } from '../lib/config/schema.js';
 import { requireDataset } from '../lib/datasets.js';
 import { mirrorBucket as mirrorLib, type PlannedAction } from '../lib/mirror/mirror.js';

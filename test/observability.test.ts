@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parse, stringify } from 'yaml';
-import { openApp, type App } from '../lib/app.js';
+import { openApp, type App } from '../lib/plumbing/app.js';
 import { buildServer } from '../lib/server.js';
 import { closeApps, logger, testConfig } from './helpers.js';
 import { binary, getJson, RULES, startPrometheus, type LivePrometheus } from './livePrometheus.js';

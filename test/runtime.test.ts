@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { openApp, type App } from '../lib/app.js';
+import { openApp, type App } from '../lib/plumbing/app.js';
 import type { Config } from '../lib/config/schema.js';
 import { defineFunction, type AnyFunction, type Ctx } from '../queue/define.js';
 import { PermanentError } from '../queue/errors.js';
@@ -169,7 +169,7 @@ describe('runtime on real Redis', () => {
       await ctx.emit('backup.verified', { dataset: 'pg', kind: 'postgres', key: 'k', size: 1, checkedAt: '2026-11-26T02:00:00Z' });
       return 'done';
     });
-    const { openLocal } = await import('../lib/app.js');
+    const { openLocal } = await import('../lib/plumbing/app.js');
     const deps = openLocal(testConfig(), logger());
     const results = await runInline([producer], 'producer', { dataset: 'pg' }, deps);
     expect(results).toEqual([{ fn: 'producer', jobId: expect.any(String), ok: true, attempts: 2, result: 'done' }]);

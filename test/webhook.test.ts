@@ -3,7 +3,7 @@ import { PutBucketNotificationConfigurationCommand, PutObjectCommand, type S3Cli
 import { CreateTopicCommand, DeleteTopicCommand, SNSClient } from '@aws-sdk/client-sns';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { openApp, type App } from '../lib/app.js';
+import { openApp, type App } from '../lib/plumbing/app.js';
 import { ConfigError, parseConfig } from '../lib/config/load.js';
 import { buildServer } from '../lib/server.js';
 import { closeApps, createBucket, listKeys, logger, removeBucket, s3Client, s3Env, testConfig } from './helpers.js';

@@ -1,8 +1,8 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { errorMessage } from '../../queue/errors.js';
-import { openApp } from '../app.js';
-import { listBackups } from '../catalog.js';
+import { openApp } from '../plumbing/app.js';
+import { listBackups } from '../catalog/catalog.js';
 import type { LoadedConfig } from '../config/load.js';
 import type { PostgresDataset } from '../config/schema.js';
 import { libpqEnv } from '../postgres/connection.js';

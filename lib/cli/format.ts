@@ -1,4 +1,4 @@
-import type { BackupEntry, OrphanFolder } from '../catalog.js';
+import type { BackupEntry, OrphanFolder } from '../catalog/catalog.js';
 
 export function formatBytes(bytes: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];

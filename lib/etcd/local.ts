@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Check } from '../manifest.js';
+import type { Check } from '../catalog/manifest.js';
 import { hashStream } from '../targets/hash.js';
 import type { TargetStore } from '../targets/store.js';
 import { inspectRawSnapshot, inspectZipSnapshot, parseSnapshotName, type RangeSource, type SnapshotName } from './snapshot.js';

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { PassThrough, type Readable } from 'node:stream';
 import { createRequire } from 'node:module';
 import yauzl from 'yauzl';
-import type { Check } from '../manifest.js';
+import type { Check } from '../catalog/manifest.js';
 
 // buffer-crc32's types describe a CommonJS export; load it as one.
 const crc32 = createRequire(import.meta.url)('buffer-crc32') as typeof import('buffer-crc32');

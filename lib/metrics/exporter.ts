@@ -1,5 +1,5 @@
 import { Counter, Gauge, Registry } from 'prom-client';
-import { LIFEBOAT_VERSION } from '../manifest.js';
+import { LIFEBOAT_VERSION } from '../catalog/manifest.js';
 import type { MetricsRecorder, Sample } from './recorder.js';
 
 const HELP: Record<string, string> = {

@@ -1,8 +1,8 @@
-import { listBackups, type BackupEntry } from '../catalog.js';
+import { listBackups, type BackupEntry } from '../catalog/catalog.js';
 import type { Dataset } from '../config/schema.js';
-import type { Deps } from '../deps.js';
-import { MIRROR_REPORTS } from '../layout.js';
-import { drillRecordSchema, verifyRecordSchema } from '../manifest.js';
+import type { Deps } from '../plumbing/deps.js';
+import { MIRROR_REPORTS } from '../catalog/layout.js';
+import { drillRecordSchema, verifyRecordSchema } from '../catalog/manifest.js';
 import type { EventName, EventPayload } from '../../queue/events.js';
 
 export type Replay = { [E in EventName]: { event: E; payload: EventPayload<E> } }[EventName];

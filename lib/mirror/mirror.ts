@@ -1,7 +1,7 @@
 import { HeadBucketCommand, S3ServiceException } from '@aws-sdk/client-s3';
 import type { Logger } from 'pino';
 import { PermanentError } from '../../queue/errors.js';
-import { MIRROR_REPORTS } from '../layout.js';
+import { MIRROR_REPORTS } from '../catalog/layout.js';
 import { hashStream } from '../targets/hash.js';
 import type { S3Store } from '../targets/s3.js';
 import { ObjectNotFoundError, type ObjectInfo } from '../targets/store.js';

@@ -1,4 +1,4 @@
-import type { Check } from '../manifest.js';
+import type { Check } from '../catalog/manifest.js';
 import { databaseStats, serverInfo, type DatabaseStats } from './connection.js';
 import type { PostgresRunner } from './runner.js';
 

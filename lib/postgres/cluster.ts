@@ -2,7 +2,7 @@ import { access, chown, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { freePort } from '../net.js';
+import { freePort } from '../plumbing/net.js';
 import { capture } from './process.js';
 
 export interface ThrowawayCluster {

@@ -1,7 +1,7 @@
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream';
 import { createGunzip } from 'node:zlib';
-import type { Manifest } from '../manifest.js';
+import type { Manifest } from '../catalog/manifest.js';
 import { HashingStream } from '../targets/hash.js';
 import type { TargetStore } from '../targets/store.js';
 import type { PostgresRunner } from './runner.js';

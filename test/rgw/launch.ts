@@ -1,7 +1,7 @@
 /** Starts and stops a loopback Ceph RGW through test/rgw/rgw.sh; shared by the test setup and bench/. */
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { freePort } from '../../lib/net.js';
+import { freePort } from '../../lib/plumbing/net.js';
 
 export interface RgwInstance {
   endpoint: string;

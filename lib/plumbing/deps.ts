@@ -1,16 +1,16 @@
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import type { BucketDataset, Config, Dataset, PostgresDataset } from './config/schema.js';
-import { Secret } from './config/secret.js';
-import { coreApi, loadKubeConfig } from './kube/client.js';
-import { readSecretKey, resolvePod } from './kube/pods.js';
-import { KubeRunner, type PodPassword } from './postgres/kubeRunner.js';
-import { LocalRunner, type PostgresRunner } from './postgres/runner.js';
-import type { MetricsRecorder } from './metrics/recorder.js';
-import { DirStore } from './targets/dir.js';
-import { createS3Client, s3ConnectionFromConfig, S3Store } from './targets/s3.js';
-import type { TargetStore } from './targets/store.js';
+import type { BucketDataset, Config, Dataset, PostgresDataset } from '../config/schema.js';
+import { Secret } from '../config/secret.js';
+import { coreApi, loadKubeConfig } from '../kube/client.js';
+import { readSecretKey, resolvePod } from '../kube/pods.js';
+import { KubeRunner, type PodPassword } from '../postgres/kubeRunner.js';
+import { LocalRunner, type PostgresRunner } from '../postgres/runner.js';
+import type { MetricsRecorder } from '../metrics/recorder.js';
+import { DirStore } from '../targets/dir.js';
+import { createS3Client, s3ConnectionFromConfig, S3Store } from '../targets/s3.js';
+import type { TargetStore } from '../targets/store.js';
 
 /** Everything a handler may touch outside its input. Built by createDeps; tests swap parts of it. */
 export interface Deps {

@@ -1,9 +1,9 @@
-import type { Dataset } from './config/schema.js';
-import { objectRangeSource } from './etcd/local.js';
-import { inspectZipSnapshot, parseSnapshotName } from './etcd/snapshot.js';
+import type { Dataset } from '../config/schema.js';
+import { objectRangeSource } from '../etcd/local.js';
+import { inspectZipSnapshot, parseSnapshotName } from '../etcd/snapshot.js';
 import { inspectArtifact } from './inspect.js';
 import type { Check } from './manifest.js';
-import type { TargetStore } from './targets/store.js';
+import type { TargetStore } from '../targets/store.js';
 
 export interface ForeignInspection {
   size: number;

@@ -1,14 +1,14 @@
 import type { Logger } from 'pino';
-import type { EventName, EventPayload } from '../queue/events.js';
-import type { Dataset } from './config/schema.js';
-import type { Deps } from './deps.js';
-import { objectRangeSource } from './etcd/local.js';
-import { inspectZipSnapshot } from './etcd/snapshot.js';
+import type { EventName, EventPayload } from '../../queue/events.js';
+import type { Dataset } from '../config/schema.js';
+import type { Deps } from '../plumbing/deps.js';
+import { objectRangeSource } from '../etcd/local.js';
+import { inspectZipSnapshot } from '../etcd/snapshot.js';
 import { inspectForeignObject } from './foreign.js';
 import { inspectArtifact } from './inspect.js';
 import { MANIFEST_FILE, MIRROR_REPORTS, siblingKey, VERIFY_FILE } from './layout.js';
 import { manifestSchema, VERIFY_HISTORY, verifyRecordSchema, type Check, type VerifyRecord, type VerifyTrigger } from './manifest.js';
-import { ObjectNotFoundError, type TargetStore } from './targets/store.js';
+import { ObjectNotFoundError, type TargetStore } from '../targets/store.js';
 
 /** What a verification needs from the job running it: the verifyObject handler, the scrub, pruneCheck. */
 export interface VerifyScope {

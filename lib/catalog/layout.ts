@@ -3,7 +3,7 @@
  * of the same tick overwrites the same keys:
  *   <prefix><dataset>/<YYYYMMDDTHHMMSSZ>/<artifact>   plus manifest.json and verify.json beside it
  */
-import type { Dataset } from './config/schema.js';
+import type { Dataset } from '../config/schema.js';
 
 export const MANIFEST_FILE = 'manifest.json';
 export const VERIFY_FILE = 'verify.json';

@@ -1,5 +1,5 @@
 import { Redis } from 'ioredis';
-import type { Config } from './config/schema.js';
+import type { Config } from '../config/schema.js';
 
 /** A Redis connection suitable for BullMQ (which requires maxRetriesPerRequest: null). */
 export function createRedis(config: Config, options: { lazyConnect?: boolean } = {}): Redis {

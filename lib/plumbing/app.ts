@@ -1,13 +1,13 @@
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import { allFunctions } from '../functions/index.js';
-import type { AnyFunction } from '../queue/define.js';
-import { QueueSet } from '../queue/queues.js';
-import type { Emit } from '../queue/runner.js';
-import { WorkerGroup } from '../queue/workers.js';
-import type { Config } from './config/schema.js';
+import { allFunctions } from '../../functions/index.js';
+import type { AnyFunction } from '../../queue/define.js';
+import { QueueSet } from '../../queue/queues.js';
+import type { Emit } from '../../queue/runner.js';
+import { WorkerGroup } from '../../queue/workers.js';
+import type { Config } from '../config/schema.js';
 import { createDeps, type Deps } from './deps.js';
-import { MemoryMetricsRecorder, RedisMetricsRecorder, type MetricsRecorder } from './metrics/recorder.js';
+import { MemoryMetricsRecorder, RedisMetricsRecorder, type MetricsRecorder } from '../metrics/recorder.js';
 import { createRedis, metricsKey } from './redis.js';
 
 /** The wired-up process: deps, queues and the fan-out; what the CLI commands share. */

@@ -2,10 +2,10 @@ import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { createGunzip } from 'node:zlib';
 import { PassThrough, type Readable } from 'node:stream';
-import { inspectRawSnapshot } from './etcd/snapshot.js';
+import { inspectRawSnapshot } from '../etcd/snapshot.js';
 import type { Check } from './manifest.js';
-import { TailBuffer } from './postgres/process.js';
-import { DUMPALL_TRAILER, TRAILER_WINDOW, hasDumpallTrailer } from './postgres/dumpall.js';
+import { TailBuffer } from '../postgres/process.js';
+import { DUMPALL_TRAILER, TRAILER_WINDOW, hasDumpallTrailer } from '../postgres/dumpall.js';
 
 export interface Inspection {
   size: number;

@@ -1,7 +1,7 @@
-import type { Dataset } from './config/schema.js';
+import type { Dataset } from '../config/schema.js';
 import { datasetPrefix, DRILL_FILE, MANIFEST_FILE, parseTickStamp, VERIFY_FILE } from './layout.js';
 import { manifestSchema, verifyRecordSchema, type Manifest, type VerifyRecord } from './manifest.js';
-import type { ObjectInfo, TargetStore } from './targets/store.js';
+import type { ObjectInfo, TargetStore } from '../targets/store.js';
 
 export type VerifyStatus = 'verified' | 'corrupt' | 'unverified';
 

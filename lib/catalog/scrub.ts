@@ -1,7 +1,7 @@
 import { CronExpressionParser } from 'cron-parser';
 import { listBackups } from './catalog.js';
-import type { Config, Dataset } from './config/schema.js';
-import type { Deps } from './deps.js';
+import type { Config, Dataset } from '../config/schema.js';
+import type { Deps } from '../plumbing/deps.js';
 import { verifyRecordSchema } from './manifest.js';
 import { foreignVerifyPrefix } from './verify.js';
 
