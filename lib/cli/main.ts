@@ -212,7 +212,8 @@ program
   .option('--json', 'one JSON object per backup')
   .action(async (dataset: string, opts: { backup: string; json?: boolean }) => {
     const { config: cfg } = await config();
-    process.exitCode = await verifyCommand(cfg, logger(), { dataset, ...opts });
+    // The table is the output; the job's own log lines would only repeat it.
+    process.exitCode = await verifyCommand(cfg, createLogger({ level: process.env.LOG_LEVEL ?? 'fatal' }), { dataset, ...opts });
   });
 
 program
@@ -222,7 +223,7 @@ program
   .option('--backup <id>', 'backup id (default: the newest verified)')
   .action(async (dataset: string, opts: { backup?: string }) => {
     const { config: cfg } = await config();
-    process.exitCode = await drillCommand(cfg, logger(), { dataset, backup: opts.backup });
+    process.exitCode = await drillCommand(cfg, createLogger({ level: process.env.LOG_LEVEL ?? 'fatal' }), { dataset, backup: opts.backup });
   });
 
 program
