@@ -67,6 +67,10 @@ export function configSchema(env: NodeJS.ProcessEnv = process.env) {
     queueSize: z.int().min(1).max(16).default(2),
     /** The hub's disk size: S3 cannot tell free space, so capacity alerts need it (e.g. 1000000000000 for 1 TB). */
     capacityBytes: z.int().positive().optional(),
+    /** Timeouts on every request (defaults as in lib/targets/s3.ts): a hung hub fails fast instead of holding jobs. */
+    connectTimeoutMs: z.int().min(100).default(10_000),
+    /** No bytes for this long on an open request (the first byte included) aborts it. */
+    idleTimeoutMs: z.int().min(100).default(30_000),
   });
   const dirTarget = z.strictObject({
     kind: z.literal('dir'),

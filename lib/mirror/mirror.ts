@@ -1,7 +1,8 @@
-import { HeadBucketCommand, S3ServiceException } from '@aws-sdk/client-s3';
+import { S3ServiceException } from '@aws-sdk/client-s3';
 import type { Logger } from 'pino';
 import { PermanentError } from '../../queue/errors.js';
 import { MIRROR_REPORTS } from '../catalog/layout.js';
+import { describeS3Error, isUnreachable, TargetError, TargetUnreachableError } from '../targets/errors.js';
 import { hashStream } from '../targets/hash.js';
 import type { S3Store } from '../targets/s3.js';
 import { ObjectNotFoundError, type ObjectInfo } from '../targets/store.js';
@@ -82,24 +83,25 @@ const add = (t: Tally, size: number) => {
   t.bytes += size;
 };
 
+/** A mirror run stopped because a side stopped answering; retryable, naming both sides. */
+export class MirrorStoppedError extends Error {
+  override name = 'MirrorStoppedError';
+}
+
 /** Access denied or a missing bucket cannot fix itself: permanent, naming the dataset's side. */
 export async function checkBucket(store: S3Store, side: string, signal?: AbortSignal): Promise<void> {
   try {
-    await store.client.send(new HeadBucketCommand({ Bucket: store.bucket }), { abortSignal: signal });
+    await store.headBucket({ signal });
   } catch (err) {
-    const status = err instanceof S3ServiceException ? err.$metadata.httpStatusCode : undefined;
-    if (status === 404) throw new PermanentError(`${side}: bucket ${store.bucket} does not exist`);
-    if (status === 403 || status === 401) throw new PermanentError(`${side}: access to bucket ${store.bucket} denied (check its credentials)`);
-    throw err;
+    if (!(err instanceof TargetError)) throw err;
+    if (err.code === 'NoSuchBucket') throw new PermanentError(`${side}: bucket ${store.bucket} does not exist`, { cause: err });
+    throw new PermanentError(`${side}: access to bucket ${store.bucket} denied (${err.code}, HTTP ${err.httpStatus}; check its credentials)`, { cause: err });
   }
 }
 
 /** "AccessDenied (HTTP 403): …": the SDK's own message alone can be as thin as "UnknownError". */
 function describeError(err: unknown): string {
-  if (err instanceof S3ServiceException) {
-    const status = err.$metadata.httpStatusCode;
-    return `${err.name}${status ? ` (HTTP ${status})` : ''}${err.message && err.message !== err.name ? `: ${err.message}` : ''}`;
-  }
+  if (err instanceof S3ServiceException) return describeS3Error(err);
   return err instanceof Error ? err.message : String(err);
 }
 
@@ -155,6 +157,11 @@ export async function mirrorBucket(source: Side, destination: Side, options: Mir
     if (result.failed.first.length < 100) result.failed.first.push({ key, error });
     log.warn({ key, err: error }, 'object failed');
   };
+  // A hung or gone side ends the run (retried by policy) instead of failing object after object.
+  const stop = (err: unknown): unknown =>
+    err instanceof TargetUnreachableError || signal?.aborted
+      ? err
+      : new MirrorStoppedError(`${describeError(err)}; source ${source.store.label} (${source.store.endpoint}), destination ${destination.store.label} (${destination.store.endpoint})`, { cause: err });
   const run = async (task: () => Promise<void>) => {
     while (inFlight.size >= options.concurrency) await Promise.race(inFlight);
     const p = task().finally(() => inFlight.delete(p));
@@ -168,7 +175,7 @@ export async function mirrorBucket(source: Side, destination: Side, options: Mir
       await destination.store.delete(batch.map((d) => destKey(d.key)), { signal });
       for (const d of batch) add(result.deleted, d.size);
     } catch (err) {
-      if (signal?.aborted) throw err;
+      if (signal?.aborted || isUnreachable(err)) throw stop(err);
       for (const d of batch) fail(d.key, err);
     }
   };
@@ -201,7 +208,7 @@ export async function mirrorBucket(source: Side, destination: Side, options: Mir
       });
       add(result.copied, o.size);
     } catch (err) {
-      if (signal?.aborted) throw err;
+      if (signal?.aborted || isUnreachable(err)) throw stop(err);
       fail(o.key, err);
     }
   };
@@ -230,7 +237,7 @@ export async function mirrorBucket(source: Side, destination: Side, options: Mir
       await run(async () => {
         result.heads += 1;
         const head = await destination.store.head(destKey(key), { signal }).catch((err: unknown) => {
-          if (signal?.aborted) throw err;
+          if (signal?.aborted || isUnreachable(err)) throw stop(err);
           fail(key, err);
           return null;
         });

@@ -39,6 +39,10 @@ export async function uploadStream(client: S3Client, params: StreamUploadParams,
   let uploadId: string | undefined;
   const parts: Array<{ PartNumber: number; ETag: string }> = [];
   const inflight = new Set<Promise<void>>();
+  // Rejects with the first part's failure, so reading stops at once, not when the next part fills.
+  let partFailed!: (err: unknown) => void;
+  const failed = new Promise<never>((_, reject) => (partFailed = reject));
+  failed.catch(() => {});
 
   const release = (buffer: Buffer) => {
     pool.push(buffer);
@@ -72,6 +76,7 @@ export async function uploadStream(client: S3Client, params: StreamUploadParams,
         },
         (err: unknown) => {
           failure ??= err;
+          partFailed(failure);
         },
       )
       .finally(() => {
@@ -83,10 +88,14 @@ export async function uploadStream(client: S3Client, params: StreamUploadParams,
 
   let current: Buffer | undefined;
   let filled = 0;
+  const chunks = body[Symbol.asyncIterator]();
   try {
     signal?.throwIfAborted();
     current = await take();
-    for await (const chunk of body) {
+    for (;;) {
+      const next = await Promise.race([chunks.next(), failed]);
+      if (next.done) break;
+      const chunk = next.value;
       let offset = 0;
       while (offset < chunk.length) {
         const n = Math.min(chunk.length - offset, partSize - filled);
@@ -110,7 +119,10 @@ export async function uploadStream(client: S3Client, params: StreamUploadParams,
     parts.sort((a, b) => a.PartNumber - b.PartNumber);
     await client.send(new CompleteMultipartUploadCommand({ Bucket: params.Bucket, Key: params.Key, UploadId: uploadId, MultipartUpload: { Parts: parts } }), { abortSignal: signal });
   } catch (err) {
+    // The first failure is the one to report: later ones (the aborted parts, the body torn down) follow from it.
     failure ??= err;
+    // As for-await would on leaving early; not awaited, since a read may still be pending.
+    chunks.return?.().catch(() => {});
     await Promise.allSettled(inflight);
     if (uploadId) {
       // Without the signal: an abort must still clean up.

@@ -1,6 +1,7 @@
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
-import { Readable, pipeline } from 'node:stream';
+import type { Socket } from 'node:net';
+import { finished, PassThrough, Readable, pipeline } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
   CreateBucketCommand,
@@ -14,9 +15,14 @@ import {
   S3ServiceException,
 } from '@aws-sdk/client-s3';
 import type { S3TargetConfig } from '../config/schema.js';
+import { classifyS3Error, handlerTimeoutPhase, s3ErrorCode, StalledRequestError, TargetError, type TargetLocation, type TargetRequest } from './errors.js';
 import { HashingStream } from './hash.js';
 import { uploadStream } from './multipart.js';
 import { ObjectNotFoundError, type HeadResult, type IncompleteUpload, type ObjectInfo, type PutOptions, type PutResult, type TargetStore } from './store.js';
+
+/** Also the config defaults of an s3 target's connectTimeoutMs and idleTimeoutMs. */
+export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+export const DEFAULT_IDLE_TIMEOUT_MS = 30_000;
 
 export interface S3Connection {
   endpoint: string;
@@ -24,13 +30,28 @@ export interface S3Connection {
   forcePathStyle: boolean;
   accessKeyId: string;
   secretAccessKey: string;
+  /** A connection attempt is abandoned after this long (default 10 s). */
+  connectTimeoutMs?: number;
+  /** A request that receives no bytes for this long is aborted, waiting for the first byte included (default 30 s). */
+  idleTimeoutMs?: number;
 }
+
+interface ClientSettings {
+  endpoint: string;
+  connectTimeoutMs: number;
+  idleTimeoutMs: number;
+}
+
+/** What each client was made with, for the messages of the stores that use it. */
+const clientSettings = new WeakMap<S3Client, ClientSettings>();
 
 /**
  * An S3 client that works against RGW, MinIO and other non-AWS servers: path-style addressing, and
  * checksums only when required (otherwise streaming PUTs go out aws-chunked and RGW answers 411).
  */
 export function createS3Client(connection: S3Connection): S3Client {
+  const connectTimeoutMs = connection.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+  const idleTimeoutMs = connection.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
   const client = new S3Client({
     endpoint: connection.endpoint,
     region: connection.region,
@@ -41,8 +62,14 @@ export function createS3Client(connection: S3Connection): S3Client {
     requestHandler: {
       httpAgent: new HttpAgent({ keepAlive: true, maxSockets: 64 }),
       httpsAgent: new HttpsAgent({ keepAlive: true, maxSockets: 64 }),
+      connectionTimeout: connectTimeoutMs,
+      // A socket idle timeout, not a total one: it covers the wait for the first byte and a response
+      // body that stalls mid-stream (the handler destroys the body with a TimeoutError), yet lets a
+      // large transfer that keeps moving take as long as it needs.
+      socketTimeout: idleTimeoutMs,
     },
   });
+  clientSettings.set(client, { endpoint: connection.endpoint, connectTimeoutMs, idleTimeoutMs });
   // Upload bodies are not hashed for the signature: we hash every stream ourselves (sha256 in the
   // manifest, re-checked by verifyObject), and hashing each part twice costs CPU the dump needs.
   client.middlewareStack.add(
@@ -52,6 +79,20 @@ export function createS3Client(connection: S3Connection): S3Client {
       return next(args);
     },
     { step: 'build', name: 'lifeboatUnsignedPayload' },
+  );
+  // Inside the SDK's retry loop: a timed-out request is not retried by the SDK (three 30 s waits on a
+  // hung hub); the job's own retries, with backoff, take over.
+  client.middlewareStack.add(
+    (next) => async (args) => {
+      try {
+        return await next(args);
+      } catch (err) {
+        const phase = handlerTimeoutPhase(err);
+        if (phase) throw new StalledRequestError(phase, phase === 'connect' ? connectTimeoutMs : idleTimeoutMs, err as Error);
+        throw err;
+      }
+    },
+    { step: 'deserialize', name: 'lifeboatNoRetryAfterTimeout' },
   );
   return client;
 }
@@ -63,18 +104,50 @@ export function s3ConnectionFromConfig(config: S3TargetConfig): S3Connection {
     forcePathStyle: config.forcePathStyle,
     accessKeyId: config.accessKeyId.reveal(),
     secretAccessKey: config.secretAccessKey.reveal(),
+    connectTimeoutMs: config.connectTimeoutMs,
+    idleTimeoutMs: config.idleTimeoutMs,
   };
 }
 
-function isNotFound(err: unknown): boolean {
-  return (
-    err instanceof S3ServiceException &&
-    (err.name === 'NotFound' || err.name === 'NoSuchKey' || err.$metadata.httpStatusCode === 404)
-  );
+/**
+ * A GET body whose errors (a stalled or reset connection) are named like any other request's. While the
+ * consumer holds back (a restore waiting for psql to build an index), the socket's idle timeout is off:
+ * a slow consumer is not a stalled target.
+ */
+function readBody(body: Readable, idleTimeoutMs: number, name: (err: unknown) => Error): Readable {
+  const out = new PassThrough();
+  let holding = false;
+  // The response's socket; null once the response is complete and the socket back in the pool.
+  const idleTimer = (on: boolean) => (body as Readable & { socket?: Socket | null }).socket?.setTimeout(on ? idleTimeoutMs : 0);
+  body.on('data', (chunk: Buffer) => {
+    if (out.write(chunk)) return;
+    holding = true;
+    body.pause();
+    idleTimer(false);
+  });
+  out.on('drain', () => {
+    holding = false;
+    idleTimer(true);
+    body.resume();
+  });
+  // For timeouts of 6 s and more the handler arms the socket's timer only 3 s into the request
+  // (DEFER_EVENT_LISTENER_TIME), possibly while we hold: switch it off again after that.
+  const deferredArming = setTimeout(() => holding && idleTimer(false), 3100);
+  deferredArming.unref();
+  body.once('end', () => out.end());
+  finished(body, (err) => {
+    clearTimeout(deferredArming);
+    if (err) out.destroy(name(err));
+  });
+  // A consumer that stops early must still release the connection.
+  out.once('close', () => body.destroy());
+  return out;
 }
 
 export class S3Store implements TargetStore {
   readonly label: string;
+  readonly endpoint: string;
+  private readonly settings: ClientSettings;
   constructor(
     readonly client: S3Client,
     readonly target: string,
@@ -82,9 +155,52 @@ export class S3Store implements TargetStore {
     private readonly multipart: { partSizeBytes: number; queueSize: number } = { partSizeBytes: 16 * 1024 * 1024, queueSize: 4 },
   ) {
     this.label = `${target}/${bucket}`;
+    this.settings = clientSettings.get(client) ?? { endpoint: 'endpoint unknown', connectTimeoutMs: 0, idleTimeoutMs: 0 };
+    this.endpoint = this.settings.endpoint;
+  }
+
+  get location(): TargetLocation {
+    return { target: this.target, endpoint: this.endpoint, bucket: this.bucket };
+  }
+
+  /** Every error a request of this store throws goes through here. */
+  private named(err: unknown, request: TargetRequest): unknown {
+    return classifyS3Error(err, this.location, { request, timeouts: this.settings });
+  }
+
+  /**
+   * A 404 for the key itself. GET says NoSuchKey; a HEAD's 404 has no code, so the bucket is asked:
+   * a missing bucket must never read as a missing object (an empty catalog).
+   */
+  private async isMissingObject(err: unknown, signal: AbortSignal | undefined): Promise<boolean> {
+    if (!(err instanceof S3ServiceException) || err.$metadata.httpStatusCode !== 404) return false;
+    const code = s3ErrorCode(err);
+    if (code === 'NoSuchKey') return true;
+    if (code !== 'NotFound') return false;
+    try {
+      await this.headBucket({ signal });
+    } catch (bucketErr) {
+      // Keys without s3:ListBucket may not ask; the object's own 404 is all there is to go on.
+      if (bucketErr instanceof TargetError && bucketErr.httpStatus === 403) return true;
+      throw bucketErr;
+    }
+    return true;
+  }
+
+  /** Resolves if the bucket exists and these keys may see it; else a TargetError (NoSuchBucket for a 404). */
+  async headBucket(options: { signal?: AbortSignal } = {}): Promise<void> {
+    const request = { operation: 'HeadBucket' };
+    try {
+      await this.client.send(new HeadBucketCommand({ Bucket: this.bucket }), { abortSignal: options.signal });
+    } catch (err) {
+      // HeadBucket's 404 has no body, but it can only mean the bucket.
+      if (err instanceof S3ServiceException && err.$metadata.httpStatusCode === 404) throw new TargetError(this.location, 'NoSuchBucket', 404, request, { cause: err });
+      throw this.named(err, request);
+    }
   }
 
   async put(key: string, body: Readable, options: PutOptions = {}): Promise<PutResult> {
+    if (options.replaceUnfinished) await this.abortUnfinished(key, options.signal);
     const hashing = new HashingStream();
     // pipeline() destroys `hashing` with body's error, which fails the upload and aborts it.
     pipeline(body, hashing, () => {});
@@ -94,16 +210,20 @@ export class S3Store implements TargetStore {
     };
     options.signal?.addEventListener('abort', onAbort, { once: true });
     try {
+      // destroyOnReturn: false, or an upload that stops reading (a failed part) would destroy `hashing`
+      // with an AbortError, which the catch below would then report instead of the real failure.
       await uploadStream(
         this.client,
         { Bucket: this.bucket, Key: key, ContentType: options.contentType, Metadata: options.metadata },
-        hashing,
+        hashing.iterator({ destroyOnReturn: false }),
         { partSize: this.multipart.partSizeBytes, queueSize: this.multipart.queueSize, signal: options.signal },
       );
     } catch (err) {
+      // The body's own error (e.g. "pg_dumpall exited 1") or the abort reason explains more than the
+      // SDK's; read it before our own destroy() below, which ends the body.
+      const bodyError = hashing.errored;
       hashing.destroy();
-      // Prefer the body's own error (e.g. "pg_dumpall exited 1") over the SDK's.
-      throw hashing.errored ?? err;
+      throw bodyError ?? this.named(err, { operation: 'upload', key });
     } finally {
       options.signal?.removeEventListener('abort', onAbort);
     }
@@ -122,6 +242,8 @@ export class S3Store implements TargetStore {
   }
 
   async get(key: string, options: { signal?: AbortSignal; range?: { start: number; end: number } } = {}): Promise<Readable> {
+    const request = { operation: 'GetObject', key };
+    let body: Readable;
     try {
       const response = await this.client.send(
         new GetObjectCommand({
@@ -131,21 +253,24 @@ export class S3Store implements TargetStore {
         }),
         { abortSignal: options.signal },
       );
-      return response.Body as Readable;
+      body = response.Body as Readable;
     } catch (err) {
-      if (isNotFound(err)) throw new ObjectNotFoundError(this.label, key);
-      throw err;
+      if (await this.isMissingObject(err, options.signal)) throw new ObjectNotFoundError(this.label, key);
+      throw this.named(err, request);
     }
+    return readBody(body, this.settings.idleTimeoutMs, (err) => this.named(err, request) as Error);
   }
 
   async getJson<T>(key: string, options: { signal?: AbortSignal } = {}): Promise<T | undefined> {
+    let text: string;
     try {
       const response = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: options.signal });
-      return JSON.parse(await response.Body!.transformToString('utf8')) as T;
+      text = await response.Body!.transformToString('utf8');
     } catch (err) {
-      if (isNotFound(err)) return undefined;
-      throw err;
+      if (await this.isMissingObject(err, options.signal)) return undefined;
+      throw this.named(err, { operation: 'GetObject', key });
     }
+    return JSON.parse(text) as T;
   }
 
   async head(key: string, options: { signal?: AbortSignal } = {}): Promise<HeadResult | undefined> {
@@ -160,23 +285,28 @@ export class S3Store implements TargetStore {
         metadata: r.Metadata ?? {},
       };
     } catch (err) {
-      if (isNotFound(err)) return undefined;
-      throw err;
+      if (await this.isMissingObject(err, options.signal)) return undefined;
+      throw this.named(err, { operation: 'HeadObject', key });
     }
   }
 
   async *list(prefix: string, options: { startAfter?: string; signal?: AbortSignal } = {}): AsyncIterable<ObjectInfo> {
     let continuationToken: string | undefined;
     do {
-      const page = await this.client.send(
-        new ListObjectsV2Command({
-          Bucket: this.bucket,
-          Prefix: prefix || undefined,
-          StartAfter: continuationToken ? undefined : options.startAfter,
-          ContinuationToken: continuationToken,
-        }),
-        { abortSignal: options.signal },
-      );
+      let page;
+      try {
+        page = await this.client.send(
+          new ListObjectsV2Command({
+            Bucket: this.bucket,
+            Prefix: prefix || undefined,
+            StartAfter: continuationToken ? undefined : options.startAfter,
+            ContinuationToken: continuationToken,
+          }),
+          { abortSignal: options.signal },
+        );
+      } catch (err) {
+        throw this.named(err, { operation: 'ListObjectsV2', key: prefix || undefined });
+      }
       for (const o of page.Contents ?? []) {
         yield { key: o.Key!, size: o.Size ?? 0, etag: o.ETag ?? '', lastModified: o.LastModified ?? new Date(0) };
       }
@@ -187,10 +317,15 @@ export class S3Store implements TargetStore {
   async delete(keys: string[], options: { signal?: AbortSignal } = {}): Promise<void> {
     for (let i = 0; i < keys.length; i += 1000) {
       const batch = keys.slice(i, i + 1000);
-      const r = await this.client.send(
-        new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true } }),
-        { abortSignal: options.signal },
-      );
+      let r;
+      try {
+        r = await this.client.send(
+          new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true } }),
+          { abortSignal: options.signal },
+        );
+      } catch (err) {
+        throw this.named(err, { operation: 'DeleteObjects', key: batch[0] });
+      }
       if (r.Errors?.length) {
         const first = r.Errors[0]!;
         throw new Error(`${this.label}: ${r.Errors.length} deletes failed, first ${first.Key}: ${first.Code} ${first.Message}`);
@@ -202,22 +337,46 @@ export class S3Store implements TargetStore {
     let KeyMarker: string | undefined;
     let UploadIdMarker: string | undefined;
     do {
-      const page = await this.client.send(new ListMultipartUploadsCommand({ Bucket: this.bucket, KeyMarker, UploadIdMarker }), { abortSignal: options.signal });
+      let page;
+      try {
+        page = await this.client.send(new ListMultipartUploadsCommand({ Bucket: this.bucket, KeyMarker, UploadIdMarker }), { abortSignal: options.signal });
+      } catch (err) {
+        throw this.named(err, { operation: 'ListMultipartUploads' });
+      }
       for (const u of page.Uploads ?? []) yield { key: u.Key!, id: u.UploadId!, initiated: u.Initiated ?? new Date(0) };
       [KeyMarker, UploadIdMarker] = page.IsTruncated ? [page.NextKeyMarker, page.NextUploadIdMarker] : [undefined, undefined];
     } while (KeyMarker);
   }
 
+  /** Aborts the open uploads of exactly `key`; the listing is by prefix, so longer keys are skipped. */
+  private async abortUnfinished(key: string, signal?: AbortSignal): Promise<void> {
+    let page;
+    try {
+      page = await this.client.send(new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: key }), { abortSignal: signal });
+    } catch (err) {
+      throw this.named(err, { operation: 'ListMultipartUploads', key });
+    }
+    for (const u of page.Uploads ?? []) if (u.Key === key) await this.abortIncomplete({ key, id: u.UploadId!, initiated: u.Initiated ?? new Date(0) });
+  }
+
   async abortIncomplete(upload: IncompleteUpload): Promise<void> {
-    await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: upload.key, UploadId: upload.id }));
+    try {
+      await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: upload.key, UploadId: upload.id }));
+    } catch (err) {
+      throw this.named(err, { operation: 'AbortMultipartUpload', key: upload.key });
+    }
   }
 
   async ensureBucket(): Promise<void> {
     try {
-      await this.client.send(new HeadBucketCommand({ Bucket: this.bucket }));
+      await this.headBucket();
     } catch (err) {
-      if (!isNotFound(err)) throw err;
-      await this.client.send(new CreateBucketCommand({ Bucket: this.bucket }));
+      if (!(err instanceof TargetError && err.code === 'NoSuchBucket')) throw err;
+      try {
+        await this.client.send(new CreateBucketCommand({ Bucket: this.bucket }));
+      } catch (createErr) {
+        throw this.named(createErr, { operation: 'CreateBucket' });
+      }
     }
   }
 }

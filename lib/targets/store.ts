@@ -12,6 +12,11 @@ export interface PutOptions {
   /** User metadata (x-amz-meta-*). */
   metadata?: Record<string, string>;
   signal?: AbortSignal;
+  /**
+   * Abort unfinished uploads of this exact key first: what a killed earlier attempt at the same
+   * (deterministic) key left open. Only for writers that hold the key alone (the dataset lock).
+   */
+  replaceUnfinished?: boolean;
 }
 
 export interface PutResult {
@@ -30,6 +35,9 @@ export interface HeadResult extends ObjectInfo {
 /**
  * One bucket on one target. Every implementation guarantees that an object is visible only once it is
  * complete: a failed or aborted put leaves neither the object nor any unfinished upload behind.
+ * Only a missing object is "not found" (undefined, ObjectNotFoundError): a missing bucket, refused
+ * credentials or an unreachable target throw (see lib/targets/errors.ts), so they never read as an
+ * empty catalog.
  */
 export interface TargetStore {
   /** "<target>/<bucket>", for logs and errors. */
@@ -41,7 +49,7 @@ export interface TargetStore {
   putJson(key: string, value: unknown, options?: { signal?: AbortSignal }): Promise<PutResult>;
   get(key: string, options?: { signal?: AbortSignal; range?: { start: number; end: number } }): Promise<Readable>;
   getJson<T = unknown>(key: string, options?: { signal?: AbortSignal }): Promise<T | undefined>;
-  /** undefined when the object does not exist. */
+  /** undefined when the object does not exist (and throws when the bucket does not). */
   head(key: string, options?: { signal?: AbortSignal }): Promise<HeadResult | undefined>;
   /** All objects under prefix, in S3 key order (UTF-8 byte order). */
   list(prefix: string, options?: { startAfter?: string; signal?: AbortSignal }): AsyncIterable<ObjectInfo>;
@@ -59,7 +67,7 @@ export interface IncompleteUpload {
   initiated: Date;
 }
 
-/** Thrown by get/getJson when the key does not exist. */
+/** Thrown by get when the key does not exist (getJson and head return undefined); never for a missing bucket. */
 export class ObjectNotFoundError extends Error {
   override name = 'ObjectNotFoundError';
   constructor(readonly label: string, readonly key: string) {
