@@ -28,6 +28,7 @@ export const drillRestore = defineFunction({
     backup: z.string().optional(),
   }),
   triggers: [cronPerDataset('postgres', (d) => (d.kind === 'postgres' && d.drill.enabled ? d.drill.schedule : undefined))],
+  kinds: ['postgres'],
   retries: { attempts: 2, backoffMs: 300_000 },
   concurrency: 1,
   timeoutMs: 6 * 3600_000,

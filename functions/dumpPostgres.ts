@@ -26,6 +26,8 @@ export const dumpPostgres = defineFunction({
     tick: z.iso.datetime().optional(),
   }),
   triggers: [cronPerDataset('postgres')],
+  kinds: ['postgres'],
+  lock: 'dataset',
   retries: { attempts: 4, backoffMs: 60_000 },
   concurrency: 1,
   timeoutMs: 6 * 3600_000,
@@ -63,7 +65,7 @@ export const dumpPostgres = defineFunction({
     const dump = pipeline(runner.stream('pg_dumpall', [], { signal: ctx.signal }), requireDumpallTrailer(), () => {});
     const body: Readable = gzip ? pipeline(dump, createGzip({ level: dataset.compressionLevel }), () => {}) : dump;
     const contentType = gzip ? 'application/gzip' : 'application/sql';
-    const stored = await store.put(key, body, { contentType, metadata: { 'lifeboat-dataset': dataset.id }, signal: ctx.signal }).catch((err: unknown) => {
+    const stored = await store.put(key, body, { contentType, metadata: { 'lifeboat-dataset': dataset.id }, signal: ctx.signal, replaceUnfinished: true }).catch((err: unknown) => {
       throw classify(err, `pg_dumpall of dataset ${dataset.id} failed`);
     });
 

@@ -24,6 +24,8 @@ export const mirrorBucket = defineFunction({
     forceDelete: z.boolean().optional(),
   }),
   triggers: [cronPerDataset('bucket')],
+  kinds: ['bucket'],
+  lock: 'dataset',
   retries: { attempts: 3, backoffMs: 120_000 },
   concurrency: 1,
   timeoutMs: 12 * 3600_000,

@@ -25,6 +25,8 @@ export const uploadEtcd = defineFunction({
   description: 'Uploads every k3s etcd snapshot the hub does not have yet, after checking its sha256 trailer (and zip CRCs).',
   input: z.object({ dataset: z.string().min(1), tick: z.iso.datetime().optional() }),
   triggers: [cronPerDataset('etcd')],
+  kinds: ['etcd'],
+  lock: 'dataset',
   retries: { attempts: 4, backoffMs: 60_000 },
   concurrency: 1,
   timeoutMs: 2 * 3600_000,
@@ -85,7 +87,7 @@ export const uploadEtcd = defineFunction({
         continue;
       }
       const started = ctx.deps.clock();
-      const stored = await store.put(key, createReadStream(snapshot.path), { contentType: snapshot.zip ? 'application/zip' : 'application/octet-stream', metadata: { 'lifeboat-dataset': dataset.id }, signal: ctx.signal });
+      const stored = await store.put(key, createReadStream(snapshot.path), { contentType: snapshot.zip ? 'application/zip' : 'application/octet-stream', metadata: { 'lifeboat-dataset': dataset.id }, signal: ctx.signal, replaceUnfinished: true });
       if (stored.sha256 !== inspected.sha256) throw new Error(`${snapshot.path} changed while it was uploaded; will retry`);
       const finished = ctx.deps.clock();
       const manifest: Manifest = {

@@ -55,6 +55,13 @@ export interface FunctionDefinition<S extends z.ZodType = z.ZodType, R = unknown
   retries: RetryPolicy;
   concurrency: number;
   timeoutMs: number;
+  /** The dataset kinds it takes (absent: any); `run` refuses another kind before a job exists. */
+  kinds?: readonly Dataset['kind'][];
+  /**
+   * 'dataset': one job per dataset at a time, whatever its tick or origin (schedule, `run`). The queue
+   * runtime holds a lock in Redis while the handler runs; inline runs take none.
+   */
+  lock?: 'dataset';
   handler: (input: z.infer<S>, ctx: Ctx) => Promise<R>;
 }
 
@@ -64,6 +71,12 @@ export function defineFunction<S extends z.ZodType, R>(def: FunctionDefinition<S
   if (!/^[a-zA-Z][a-zA-Z0-9]*$/.test(def.name)) throw new Error(`function name ${JSON.stringify(def.name)} must be alphanumeric`);
   if (def.retries.attempts < 1) throw new Error(`${def.name}: retries.attempts must be at least 1`);
   return def;
+}
+
+/** Why `fn` cannot take `dataset` (naming both), or undefined if it can. */
+export function datasetKindMismatch(fn: AnyFunction, dataset: Pick<Dataset, 'id' | 'kind'>): string | undefined {
+  if (!fn.kinds || fn.kinds.includes(dataset.kind)) return undefined;
+  return `${fn.name} takes ${fn.kinds.join(' or ')} datasets, but dataset "${dataset.id}" is a ${dataset.kind} dataset`;
 }
 
 /** A cron trigger with one scheduler per dataset of `kind` that has a schedule. */

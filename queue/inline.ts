@@ -18,16 +18,64 @@ export interface InlineResult {
   failure?: unknown;
 }
 
+/** Retries for someone waiting at a terminal: `attempts` in all, a fixed `backoffMs` apart. */
+export interface InlineRetries {
+  attempts: number;
+  backoffMs: number;
+}
+
+/** What the CLI's inline commands use unless told `--retries`: a function's production backoff is minutes. */
+export const INLINE_RETRIES: InlineRetries = { attempts: 2, backoffMs: 2000 };
+
+/** An attempt that failed and will be retried. */
+export interface AttemptFailure {
+  /** The function, or the step, that failed. */
+  what: string;
+  attempt: number;
+  attempts: number;
+  error: unknown;
+  retryInMs: number;
+}
+
+/** "dumpPostgres attempt 1/2 failed: Error: …; retrying in 2 s", on one line (psql's messages span several). */
+export function describeAttemptFailure(f: AttemptFailure): string {
+  const message = errorMessage(f.error).replace(/\s*\n\s*/g, ' ');
+  return `${f.what} attempt ${f.attempt}/${f.attempts} failed: ${message}; retrying in ${Math.round(f.retryInMs / 100) / 10} s`;
+}
+
+export interface RetryOptions {
+  attempts: number;
+  /** The delay before attempt `attempt + 1`. */
+  delayMs: (attempt: number) => number;
+  signal?: AbortSignal;
+  onAttemptFailed?: (failure: AttemptFailure) => void;
+}
+
+/** Runs `step` until it succeeds, throws a PermanentError, runs out of attempts or is aborted; then throws the last error. */
+export async function retrying<T>(what: string, step: (attempt: number) => Promise<T>, options: RetryOptions): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await step(attempt);
+    } catch (err) {
+      if (isPermanent(err) || attempt >= options.attempts || options.signal?.aborted) throw err;
+      const retryInMs = options.delayMs(attempt);
+      options.onAttemptFailed?.({ what, attempt, attempts: options.attempts, error: err, retryInMs });
+      await sleep(retryInMs, undefined, { signal: options.signal }).catch(() => {});
+    }
+  }
+}
+
 /**
  * Runs a function in this process without Redis, then everything its events fan out to, in order.
- * Same validation, retries and dedupe as the queue runtime.
+ * Same validation and dedupe as the queue runtime; retries as the function declares, or as `retries` says.
+ * No dataset lock: nothing else runs in this process.
  */
 export async function runInline(
   functions: readonly AnyFunction[],
   name: string,
   data: unknown,
   deps: Deps,
-  options: { signal?: AbortSignal; maxBackoffMs?: number } = {},
+  options: { signal?: AbortSignal; maxBackoffMs?: number; retries?: InlineRetries; onAttemptFailed?: (failure: AttemptFailure) => void } = {},
 ): Promise<InlineResult[]> {
   const root = functions.find((f) => f.name === name);
   if (!root) throw new Error(`unknown function "${name}" (known: ${functions.map((f) => f.name).join(', ')})`);
@@ -48,21 +96,26 @@ export async function runInline(
   while (pending.length > 0) {
     const job = pending.shift()!;
     const createdAt = Date.now();
-    let attempt = 0;
-    for (;;) {
-      attempt += 1;
-      try {
-        const result = await runFunction(job.fn, job.data, { jobId: job.jobId, attempt, maxAttempts: job.fn.retries.attempts, createdAt }, { deps, emit, shutdown: options.signal });
-        results.push({ fn: job.fn.name, jobId: job.jobId, ok: true, attempts: attempt, result });
-        break;
-      } catch (err) {
-        if (isPermanent(err) || attempt >= job.fn.retries.attempts || options.signal?.aborted) {
-          results.push({ fn: job.fn.name, jobId: job.jobId, ok: false, attempts: attempt, error: errorMessage(err), failure: err });
-          break;
-        }
-        const delay = Math.min(job.fn.retries.backoffMs * 2 ** (attempt - 1), options.maxBackoffMs ?? Infinity);
-        await sleep(delay, undefined, { signal: options.signal }).catch(() => {});
-      }
+    const policy = options.retries;
+    const maxAttempts = policy?.attempts ?? job.fn.retries.attempts;
+    let attempts = 0;
+    try {
+      const result = await retrying(
+        job.fn.name,
+        (attempt) => {
+          attempts = attempt;
+          return runFunction(job.fn, job.data, { jobId: job.jobId, attempt, maxAttempts, createdAt }, { deps, emit, shutdown: options.signal });
+        },
+        {
+          attempts: maxAttempts,
+          delayMs: (attempt) => policy?.backoffMs ?? Math.min(job.fn.retries.backoffMs * 2 ** (attempt - 1), options.maxBackoffMs ?? Infinity),
+          signal: options.signal,
+          onAttemptFailed: options.onAttemptFailed,
+        },
+      );
+      results.push({ fn: job.fn.name, jobId: job.jobId, ok: true, attempts, result });
+    } catch (err) {
+      results.push({ fn: job.fn.name, jobId: job.jobId, ok: false, attempts, error: errorMessage(err), failure: err });
     }
   }
   return results;

@@ -1,6 +1,8 @@
+import { createHash, randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Job, Queue, type JobsOptions } from 'bullmq';
+import { Job, Queue, type JobState, type JobsOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
+import { tickStamp } from '../lib/catalog/layout.js';
 import { formatIssues } from '../lib/config/issues.js';
 import type { Config } from '../lib/config/schema.js';
 import type { MetricsRecorder } from '../lib/metrics/recorder.js';
@@ -22,6 +24,34 @@ export function jobOptions(fn: AnyFunction): JobsOptions {
     removeOnFail: { age: 30 * DAY, count: 5000 },
   };
 }
+
+/**
+ * The job id of one tick of a function: `dumpPostgres-main-20261126T020000Z`, plus a hash of any other
+ * input (a verify's --backup, a dry run), so only the same request twice is the same job.
+ */
+export function tickJobId(fnName: string, data: { dataset?: unknown; tick: string } & Record<string, unknown>): string {
+  const { dataset, tick, ...rest } = data;
+  const at = new Date(tick);
+  if (Number.isNaN(at.getTime())) throw new InvalidInputError(fnName, [`tick: not a date-time: ${tick}`]);
+  // Job ids must not contain ":"; dataset ids never do, but a hand-made payload might.
+  const id = `${fnName}-${typeof dataset === 'string' ? encodeURIComponent(dataset) : 'all'}-${tickStamp(at)}`;
+  const keys = Object.keys(rest).sort();
+  if (keys.length === 0) return id;
+  const canonical = JSON.stringify(keys.map((k) => [k, rest[k]]));
+  return `${id}-${createHash('sha256').update(canonical).digest('hex').slice(0, 12)}`;
+}
+
+export interface TickEnqueued {
+  job: Job;
+  /** False when the job of this tick already existed: nothing was added. */
+  created: boolean;
+  state: JobState | 'unknown';
+}
+
+// queue.add() returns the id whether it made the job or found it; the first caller to mark the job
+// made it, so of any number of concurrent callers exactly one hears `created`.
+const CLAIM = `if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+return redis.call('HSETNX', KEYS[1], 'lifeboatEnqueuedBy', ARGV[1])`;
 
 /** One BullMQ queue per function, named after it. */
 export class QueueSet {
@@ -47,12 +77,32 @@ export class QueueSet {
     return fn;
   }
 
-  /** Adds a job after validating its payload, so bad input never becomes a job. */
-  async enqueue(name: string, data: unknown, options: { jobId?: string } = {}) {
+  /** Adds a job after validating its payload, so bad input never becomes a job. A payload with a tick is one job per tick. */
+  async enqueue(name: string, data: unknown, options: { jobId?: string } = {}): Promise<Job> {
+    if (options.jobId === undefined && hasTick(data)) return (await this.enqueueTick(name, data)).job;
+    const fn = this.validated(name, data);
+    return this.queue(name).add(fn.name, data, { ...jobOptions(fn), jobId: options.jobId });
+  }
+
+  /**
+   * Adds the job of one tick (what `lifeboat run` does), once: the same function, input and tick again,
+   * from any process, finds the first job instead. Finished jobs are kept (jobOptions), so the id stays taken.
+   */
+  async enqueueTick(name: string, data: { tick: string } & Record<string, unknown>): Promise<TickEnqueued> {
+    const fn = this.validated(name, data);
+    const queue = this.queue(name);
+    const jobId = tickJobId(fn.name, data);
+    const added = await queue.add(fn.name, data, { ...jobOptions(fn), jobId });
+    const created = (await this.connection.eval(CLAIM, 1, queue.toKey(jobId), randomUUID())) === 1;
+    const job = created ? added : ((await Job.fromId(queue, jobId)) ?? added);
+    return { job, created, state: await job.getState() };
+  }
+
+  private validated(name: string, data: unknown): AnyFunction {
     const fn = this.function(name);
     const parsed = fn.input.safeParse(data);
     if (!parsed.success) throw new InvalidInputError(fn.name, formatIssues(parsed.error));
-    return this.queue(name).add(fn.name, data, { ...jobOptions(fn), jobId: options.jobId });
+    return fn;
   }
 
   /** Fan-out through the queues: one (deduplicated) job per subscriber, and the metrics recorder. */
@@ -97,4 +147,8 @@ export class QueueSet {
   async close(): Promise<void> {
     await Promise.all([...this.queues.values()].map((q) => q.close()));
   }
+}
+
+function hasTick(data: unknown): data is { tick: string } & Record<string, unknown> {
+  return typeof (data as { tick?: unknown } | null)?.tick === 'string';
 }

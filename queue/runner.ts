@@ -1,6 +1,7 @@
 import { setMaxListeners } from 'node:events';
 import { formatIssues } from '../lib/config/issues.js';
 import type { Deps } from '../lib/plumbing/deps.js';
+import { LockBusyError, type Lease, type Locks } from '../lib/plumbing/locks.js';
 import type { AnyFunction, Ctx } from './define.js';
 import { InvalidInputError, ShutdownError, TimeoutError, errorMessage, isPermanent } from './errors.js';
 import { eventSchemas, type EventName, type EventPayload } from './events.js';
@@ -23,6 +24,23 @@ export interface RunContext {
   emit: Emit;
   /** Aborts running handlers when the process stops. */
   shutdown?: AbortSignal;
+  /** Where functions with `lock: 'dataset'` take their lock; absent inline, where nothing runs beside the run. */
+  locks?: Locks;
+  /**
+   * Whether runFunction counts a failure that ends the job for good (default: yes, for inline runs, which
+   * also stop at shutdown). The queue runtime says no: it counts from BullMQ's 'failed' event, which
+   * also sees the jobs no attempt reports (a job whose worker died too often).
+   */
+  recordFailures?: boolean;
+}
+
+/** Counts a job that failed for good: lifeboat_job_failures_total{fn} and, for a dataset's job, its last-failure time. */
+export async function recordFinalFailure(fn: AnyFunction, data: unknown, deps: Deps): Promise<void> {
+  const parsed = fn.input.safeParse(data);
+  const dataset = parsed.success ? (parsed.data as { dataset?: unknown }).dataset : undefined;
+  const id = typeof dataset === 'string' ? dataset : undefined;
+  const kind = id ? deps.config.datasets.find((d) => d.id === id)?.kind : undefined;
+  await deps.metrics.jobFailed(fn.name, id, kind, deps.clock());
 }
 
 /** The tick a run belongs to: an explicit `tick` in the payload, else the scheduler's slot, else creation time. */
@@ -41,12 +59,14 @@ export async function runFunction(fn: AnyFunction, data: unknown, meta: JobMeta,
   if (!parsed.success) {
     const error = new InvalidInputError(fn.name, formatIssues(parsed.error));
     run.deps.logger.error({ fn: fn.name, jobId: meta.jobId, problems: error.problems }, 'invalid job payload; handler not called');
-    await run.deps.metrics.jobFailed(fn.name, undefined, undefined, run.deps.clock()).catch(() => {});
+    if (run.recordFailures !== false) await recordFinalFailure(fn, data, run.deps).catch(() => {});
     throw error;
   }
   const input = parsed.data as Record<string, unknown>;
   const dataset = typeof input.dataset === 'string' ? input.dataset : undefined;
   const log = run.deps.logger.child({ fn: fn.name, jobId: meta.jobId, dataset, attempt: meta.attempt });
+  // Before the try below: a busy lock is no failure, the job just runs later.
+  const lease = fn.lock === 'dataset' && dataset && run.locks ? await lockDataset(run.locks, dataset, `${fn.name} job ${meta.jobId}`, log) : undefined;
 
   const controller = new AbortController();
   // Every in-flight request listens on the signal; a mirror has dozens at once.
@@ -59,6 +79,7 @@ export async function runFunction(fn: AnyFunction, data: unknown, meta: JobMeta,
     controller.signal.addEventListener('abort', () => reject(controller.signal.reason), { once: true });
   });
   aborted.catch(() => {});
+  lease?.lost.addEventListener('abort', () => controller.abort(lease.lost.reason), { once: true });
 
   const ctx: Ctx = {
     fn: fn.name,
@@ -87,13 +108,24 @@ export async function runFunction(fn: AnyFunction, data: unknown, meta: JobMeta,
     const err = controller.signal.aborted && !isPermanent(caught) ? controller.signal.reason : caught;
     const final = isPermanent(err) || meta.attempt >= meta.maxAttempts;
     log.error({ durationMs: Date.now() - started, err: errorMessage(err), final }, final ? 'job failed' : 'job attempt failed; will retry');
-    if (final) {
-      const kind = dataset ? run.deps.config.datasets.find((d) => d.id === dataset)?.kind : undefined;
-      await run.deps.metrics.jobFailed(fn.name, dataset, kind, run.deps.clock()).catch((e: unknown) => log.warn({ err: errorMessage(e) }, 'could not record failure metric'));
+    // An inline run ends for good at shutdown too; it is not retried elsewhere.
+    if (run.recordFailures !== false && (final || run.shutdown?.aborted)) {
+      await recordFinalFailure(fn, data, run.deps).catch((e: unknown) => log.warn({ err: errorMessage(e) }, 'could not record failure metric'));
     }
     throw err;
   } finally {
     clearTimeout(timer);
     run.shutdown?.removeEventListener('abort', onShutdown);
+    // Left alone it expires after its TTL; releasing lets the next job of the dataset start now.
+    await lease?.release().catch((e: unknown) => log.warn({ err: errorMessage(e) }, 'could not release the dataset lock'));
   }
+}
+
+async function lockDataset(locks: Locks, dataset: string, owner: string, log: Ctx['log']): Promise<Lease> {
+  const name = `dataset:${dataset}`;
+  const lease = await locks.acquire(name, owner);
+  if (lease) return lease;
+  const busy = new LockBusyError(name, await locks.holder(name).catch(() => undefined), locks.busyRetryMs);
+  log.debug({ holder: busy.holder }, busy.message);
+  throw busy;
 }

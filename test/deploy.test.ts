@@ -203,7 +203,8 @@ describe('kubernetes manifests', () => {
     const serve = byName['lifeboat-serve'].spec.template.spec.containers[0];
     expect(serve.args).toEqual(['serve']);
     expect(serve.readinessProbe.httpGet.path).toBe('/healthz');
-    expect(serve.livenessProbe.httpGet.path).toBe('/healthz');
+    // Liveness must not restart serve over a Redis outage (/healthz is 503 then).
+    expect(serve.livenessProbe.httpGet.path).toBe('/livez');
     expect(serve.ports[0].containerPort).toBe(9465);
   });
 

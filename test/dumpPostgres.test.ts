@@ -122,8 +122,12 @@ describe('dumpPostgres → verifyObject on real Postgres, Redis and RGW', () => 
       dataset: 'main', kind: 'postgres', target: 'hub', bucket, key: result.key, etag: manifest.artifact.etag, size: bytes.length,
       sha256: manifest.artifact.sha256, startedAt: manifest.startedAt, finishedAt: manifest.finishedAt,
     });
-    await sleep(300);
-    expect(await app.queues.queue('verifyObject').getJobCounts('completed', 'waiting', 'active', 'delayed')).toEqual({ completed: 1, waiting: 0, active: 0, delayed: 0 });
+    // verify.json is written before the job completes and its metric is recorded: poll for what is asserted.
+    const counts = () => app.queues.queue('verifyObject').getJobCounts('completed', 'waiting', 'active', 'delayed');
+    const verifiedMetric = async () => (await app.recorder.samples()).some((s) => s.name === 'lifeboat_verify_last_success_timestamp_seconds');
+    for (const deadline = Date.now() + 10_000; Date.now() < deadline && !((await counts()).completed === 1 && (await verifiedMetric())); ) await sleep(50);
+    await sleep(300); // give a wrongly duplicated job the chance to appear
+    expect(await counts()).toEqual({ completed: 1, waiting: 0, active: 0, delayed: 0 });
     const samples = await app.recorder.samples();
     expect(samples).toContainEqual({ name: 'lifeboat_backup_size_bytes', labels: { dataset: 'main', kind: 'postgres' }, value: bytes.length });
     expect(samples.find((s) => s.name === 'lifeboat_verify_last_success_timestamp_seconds')?.value).toBeGreaterThan(0);

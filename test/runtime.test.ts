@@ -105,7 +105,8 @@ describe('runtime on real Redis', () => {
     const job = await app.queues.enqueue('producer', { dataset: 'pg' });
     expect(await outcome(app, 'producer', job.id!)).toEqual({ ok: true, value: null });
     const deadline = Date.now() + 10_000;
-    while (verified.length < 2 && Date.now() < deadline) await sleep(50);
+    // The handler runs before BullMQ marks the job completed: poll for both.
+    while ((verified.length < 2 || (await app.queues.queue('consumer').getCompletedCount()) < 2) && Date.now() < deadline) await sleep(50);
     await sleep(300); // give a wrongly duplicated job the chance to run
     expect(verified.sort()).toEqual(['e1', 'e2']);
     expect(await app.queues.queue('consumer').getCompletedCount()).toBe(2);
@@ -226,6 +227,9 @@ describe('cron triggers', () => {
     while (ticks.length < 2 && Date.now() < deadline) await sleep(50);
     expect(ticks.length).toBeGreaterThanOrEqual(2);
     for (const tick of ticks) expect(tick.getTime() % 1000).toBe(0);
-    expect(ticks[1]!.getTime() - ticks[0]!.getTime()).toBe(1000);
+    // Consecutive slots; a loaded machine may skip one, never land between two.
+    const gap = ticks[1]!.getTime() - ticks[0]!.getTime();
+    expect(gap).toBeGreaterThan(0);
+    expect(gap % 1000).toBe(0);
   });
 });

@@ -36,3 +36,22 @@ export async function syncSchedulers(functions: readonly AnyFunction[], config: 
   logger.info({ upserted: result.upserted.length, removed: result.removed }, 'job schedulers in sync with config');
   return result;
 }
+
+/** The scheduler ids the config asks for, per function. */
+function wantedSchedulers(functions: readonly AnyFunction[], config: Config): Map<string, string[]> {
+  return new Map(functions.map((fn) => [fn.name, fn.triggers.flatMap((t) => ('cron' in t ? t.cron(config) : [])).map((e) => e.id)]));
+}
+
+/**
+ * How many configured schedulers Redis lacks: all of them after Redis came back empty (no persistence,
+ * FLUSHALL), which no error would ever report: the scheduled backups would just stop.
+ */
+export async function missingSchedulers(functions: readonly AnyFunction[], config: Config, queues: QueueSet): Promise<number> {
+  let missing = 0;
+  for (const [fn, ids] of wantedSchedulers(functions, config)) {
+    if (ids.length === 0) continue;
+    const present = new Set((await queues.queue(fn).getJobSchedulers()).map((s) => s.key));
+    missing += ids.filter((id) => !present.has(id)).length;
+  }
+  return missing;
+}

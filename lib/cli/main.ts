@@ -2,13 +2,15 @@
 import { Command, CommanderError, Option } from 'commander';
 import type { Logger } from 'pino';
 import { allFunctions } from '../../functions/index.js';
-import { runInline } from '../../queue/inline.js';
+import { datasetKindMismatch } from '../../queue/define.js';
+import { INLINE_RETRIES, runInline } from '../../queue/inline.js';
 import { errorMessage } from '../../queue/errors.js';
 import { syncSchedulers } from '../../triggers/cron.js';
-import { openApp, openLocal, selectFunctions } from '../plumbing/app.js';
+import { openApp, openLocal, rebuildMissingMetrics, selectFunctions } from '../plumbing/app.js';
+import { RedisUnavailableError } from '../plumbing/redis.js';
 import { listBackups, type OrphanFolder } from '../catalog/catalog.js';
-import { rebuildMetrics } from '../metrics/rebuild.js';
 import { formatIssues } from '../config/issues.js';
+import { isUnreachable } from '../targets/errors.js';
 import { ConfigError, loadConfig, type LoadedConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { createLogger } from '../plumbing/logger.js';
@@ -16,7 +18,7 @@ import { buildServer, BOARD_PATH } from '../server.js';
 import { runDemo } from './demo.js';
 import { drillCommand, restoreCommand } from './restore.js';
 import { verifyCommand } from './verify.js';
-import { CliError, EXIT } from './exit.js';
+import { CliError, EXIT, inlineRetries, MAX_ATTEMPTS, parseAttempts, parseIsoDateTime, parsePositiveSeconds } from './exit.js';
 import { backupsTable } from './format.js';
 
 const program = new Command('lifeboat')
@@ -94,8 +96,11 @@ program
     const app = await openApp(cfg, log);
     await syncSchedulers(app.functions, cfg, app.queues, log);
     // Redis lost its metric state (flushed, replaced): rebuild it from the targets before the first scrape.
-    if (!(await app.recorder.hasState())) log.info({ events: await rebuildMetrics(app.deps) }, 'metrics rebuilt from the targets');
-    const server = await buildServer({ config: cfg, recorder: app.recorder, queues: app.queues });
+    const events = await rebuildMissingMetrics(app);
+    if (events !== undefined) log.info({ events }, 'metrics rebuilt from the targets');
+    // And again whenever Redis comes back empty while serve runs.
+    app.keepRedisState();
+    const server = await buildServer({ config: cfg, recorder: app.recorder, queues: app.queues, deps: app.deps });
     const address = await server.listen({ host: cfg.server.host, port: cfg.server.port });
     log.info({ address, board: `${address}${BOARD_PATH}`, metrics: `${address}/metrics` }, 'serving');
     onSignals(async () => {
@@ -104,26 +109,34 @@ program
     });
   });
 
+const RETRIES_HELP = `attempts in all, 1-${MAX_ATTEMPTS} (default ${INLINE_RETRIES.attempts}, ${INLINE_RETRIES.backoffMs / 1000} s apart)`;
+
 program
   .command('run')
-  .description('enqueue one job (or run it inline, without Redis)')
+  .description('enqueue one job (or run it inline, without Redis); the same tick twice is one job')
   .argument('<function>', allFunctions.map((f) => f.name).join(' | '))
   .option('--dataset <id>', 'dataset id from the config (pruneCheck: default all)')
-  .option('--tick <iso-time>', 'the tick the run belongs to; the same tick overwrites the same keys (default: now)')
+  .option('--tick <iso-time>', 'the tick the run belongs to, e.g. 2026-11-26T02:00:00Z; the same tick is the same job and overwrites the same keys (default: now)', parseIsoDateTime)
   .option('--wait', 'wait for the job and print its result')
   .option('--inline', 'run in this process, with its fan-out, without Redis')
+  .option('--retries <n>', `with --inline: ${RETRIES_HELP}`, parseAttempts)
   .option('--backup <id>', 'verifyObject: a backup id, latest or all; drillRestore: the backup to drill')
   .option('--dry-run', 'for functions that support it (mirrorBucket, pruneCheck): print the plan, change nothing')
   .option('--force-delete', 'mirrorBucket with --inline: delete even past the deletion guard (mirror.maxDeletePercent, an empty source)')
-  .addOption(new Option('--timeout <seconds>', 'with --wait: give up after this long').default(3600).argParser(Number))
-  .action(async (fnName: string, opts: { dataset?: string; tick?: string; backup?: string; wait?: boolean; inline?: boolean; dryRun?: boolean; forceDelete?: boolean; timeout: number }) => {
-    const { config: cfg } = await config();
-    if (opts.dataset) datasetOrFail(cfg, opts.dataset);
-    const fn = selectFunctions(allFunctions, [fnName])[0]!;
-    const tick = opts.tick ? new Date(opts.tick) : new Date();
-    if (Number.isNaN(tick.getTime())) throw new CliError(`--tick: not a date: ${opts.tick}`, EXIT.usage);
+  .addOption(new Option('--timeout <seconds>', 'with --wait: give up after this long').default(3600).argParser(parsePositiveSeconds))
+  .action(async (fnName: string, opts: { dataset?: string; tick?: Date; backup?: string; wait?: boolean; inline?: boolean; retries?: number; dryRun?: boolean; forceDelete?: boolean; timeout: number }) => {
+    // Everything is checked before a job exists or a metric moves: a refusal is exit 2.
+    const fn = allFunctions.find((f) => f.name === fnName);
+    if (!fn) throw new CliError(`unknown function "${fnName}" (known: ${allFunctions.map((f) => f.name).join(', ')})`, EXIT.usage);
     // Overriding a safety guard is for an operator watching the run, never for a queued job.
     if (opts.forceDelete && !opts.inline) throw new CliError('--force-delete: only with --inline', EXIT.usage);
+    if (opts.retries !== undefined && !opts.inline) throw new CliError(`--retries: only with --inline (a queued job retries as ${fn.name} declares)`, EXIT.usage);
+    const { config: cfg } = await config();
+    if (opts.dataset) {
+      const mismatch = datasetKindMismatch(fn, datasetOrFail(cfg, opts.dataset));
+      if (mismatch) throw new CliError(mismatch, EXIT.usage);
+    }
+    const tick = opts.tick ?? new Date();
     const data = {
       ...(opts.dataset ? { dataset: opts.dataset } : {}),
       tick: tick.toISOString(),
@@ -139,7 +152,7 @@ program
       const deps = openLocal(cfg, log);
       const controller = new AbortController();
       onSignals(async () => controller.abort());
-      const results = await runInline(allFunctions, fn.name, data, deps, { signal: controller.signal });
+      const results = await runInline(allFunctions, fn.name, data, deps, { signal: controller.signal, ...inlineRetries(opts.retries) });
       await deps.close();
       for (const { failure: _, ...r } of results) process.stdout.write(`${JSON.stringify(r)}\n`);
       process.exitCode = results.every((r) => r.ok) ? EXIT.ok : EXIT.failed;
@@ -150,17 +163,22 @@ program
       throw new CliError(errorMessage(err), EXIT.unavailable);
     });
     try {
-      const job = await app.queues.enqueue(fn.name, data);
-      process.stderr.write(`enqueued ${fn.name} job ${job.id}${opts.dataset ? ` for dataset ${opts.dataset}` : ''}\n`);
+      const { job, created, state } = await app.queues.enqueueTick(fn.name, data);
+      const jobId = job.id!;
+      process.stderr.write(
+        created
+          ? `enqueued ${fn.name} job ${jobId}${opts.dataset ? ` for dataset ${opts.dataset}` : ''}\n`
+          : `job ${jobId} for ${fn.name} ${opts.dataset ?? 'all datasets'} tick ${data.tick} already exists (state: ${state})\n`,
+      );
       if (!opts.wait) {
-        process.stdout.write(`${JSON.stringify({ fn: fn.name, jobId: job.id })}\n`);
+        process.stdout.write(`${JSON.stringify({ fn: fn.name, jobId, created, state })}\n`);
         return;
       }
       try {
-        const result = await app.queues.waitFor(fn.name, job.id!, opts.timeout * 1000);
-        process.stdout.write(`${JSON.stringify({ fn: fn.name, jobId: job.id, ok: true, result })}\n`);
+        const result = await app.queues.waitFor(fn.name, jobId, opts.timeout * 1000);
+        process.stdout.write(`${JSON.stringify({ fn: fn.name, jobId, ok: true, result })}\n`);
       } catch (err) {
-        process.stdout.write(`${JSON.stringify({ fn: fn.name, jobId: job.id, ok: false, error: errorMessage(err) })}\n`);
+        process.stdout.write(`${JSON.stringify({ fn: fn.name, jobId, ok: false, error: errorMessage(err) })}\n`);
         process.exitCode = EXIT.failed;
       }
     } finally {
@@ -197,9 +215,10 @@ program
   .description('restore a postgres backup from the target into a server (needs no Redis and no cluster)')
   .argument('<dataset>', 'dataset id from the config')
   .option('--backup <id>', 'backup id (see backups ls), or latest', 'latest')
-  .requiredOption('--to <postgres-url>', 'destination server, e.g. postgres://postgres@localhost:5432/postgres (password from PGPASSWORD)')
+  .requiredOption('--to <postgres-url>', 'destination server, e.g. postgres://postgres@localhost:5432/postgres (password from PGPASSWORD, or in the URL: it never reaches a command line)')
   .option('--force', 'restore even if the destination already has the dump\'s databases, or the backup failed verification')
-  .action(async (dataset: string, opts: { backup: string; to: string; force?: boolean }) => {
+  .option('--retries <n>', `for reading the backup and reaching the destination: ${RETRIES_HELP}`, parseAttempts)
+  .action(async (dataset: string, opts: { backup: string; to: string; force?: boolean; retries?: number }) => {
     const { config: cfg } = await config();
     await restoreCommand(cfg, logger(), { dataset, ...opts });
   });
@@ -210,7 +229,8 @@ program
   .argument('<dataset>', 'dataset id from the config')
   .option('--backup <id>', 'backup id, latest or all', 'latest')
   .option('--json', 'one JSON object per backup')
-  .action(async (dataset: string, opts: { backup: string; json?: boolean }) => {
+  .option('--retries <n>', RETRIES_HELP, parseAttempts)
+  .action(async (dataset: string, opts: { backup: string; json?: boolean; retries?: number }) => {
     const { config: cfg } = await config();
     // The table is the output; the job's own log lines would only repeat it.
     process.exitCode = await verifyCommand(cfg, createLogger({ level: process.env.LOG_LEVEL ?? 'fatal' }), { dataset, ...opts });
@@ -221,9 +241,10 @@ program
   .description('restore a backup into a throwaway Postgres, run the checks, print them (inline, no Redis)')
   .argument('<dataset>', 'dataset id from the config')
   .option('--backup <id>', 'backup id (default: the newest verified)')
-  .action(async (dataset: string, opts: { backup?: string }) => {
+  .option('--retries <n>', RETRIES_HELP, parseAttempts)
+  .action(async (dataset: string, opts: { backup?: string; retries?: number }) => {
     const { config: cfg } = await config();
-    process.exitCode = await drillCommand(cfg, createLogger({ level: process.env.LOG_LEVEL ?? 'fatal' }), { dataset, backup: opts.backup });
+    process.exitCode = await drillCommand(cfg, createLogger({ level: process.env.LOG_LEVEL ?? 'fatal' }), { dataset, backup: opts.backup, retries: opts.retries });
   });
 
 program
@@ -250,6 +271,12 @@ async function main(): Promise<void> {
     if (err instanceof ConfigError) {
       process.stderr.write(`${err.message}\n`);
       process.exitCode = EXIT.usage;
+      return;
+    }
+    // Redis, or a target that is gone or hung: a service is unreachable, nothing about the data is known.
+    if (err instanceof RedisUnavailableError || isUnreachable(err)) {
+      process.stderr.write(`lifeboat: ${err instanceof Error ? err.message : String(err)}\n`);
+      process.exitCode = EXIT.unavailable;
       return;
     }
     process.stderr.write(`lifeboat: ${err instanceof CliError ? err.message : errorMessage(err)}\n`);

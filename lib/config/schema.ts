@@ -289,8 +289,20 @@ export function configSchema(env: NodeJS.ProcessEnv = process.env) {
       .prefault({}),
   });
 
+  /**
+   * How fast a job whose worker died (kill -9, a lost node) runs again elsewhere: its lock expires after
+   * lockDurationMs (renewed at half of it while the worker lives), and stalled jobs are looked for every
+   * stalledIntervalMs. A job that stalls more than maxStalledCount times fails for good (and is counted).
+   */
+  const worker = z.strictObject({
+    lockDurationMs: z.int().min(1000).max(3600_000).default(30_000),
+    stalledIntervalMs: z.int().min(500).max(3600_000).default(30_000),
+    maxStalledCount: z.int().min(0).max(100).default(1),
+  });
+
   return z.strictObject({
     redis: redis.prefault({}),
+    worker: worker.prefault({}),
     prune: prune.prefault({}),
     verify: verify.prefault({}),
     targets: z.record(id, z.discriminatedUnion('kind', [s3Target, dirTarget])),

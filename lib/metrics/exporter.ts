@@ -1,6 +1,6 @@
 import { Counter, Gauge, Registry } from 'prom-client';
 import { LIFEBOAT_VERSION } from '../catalog/manifest.js';
-import type { MetricsRecorder, Sample } from './recorder.js';
+import type { Sample } from './recorder.js';
 
 const HELP: Record<string, string> = {
   lifeboat_backup_last_success_timestamp_seconds: 'Unix time the newest complete backup of the dataset finished.',
@@ -23,6 +23,7 @@ const HELP: Record<string, string> = {
   lifeboat_drill_last_failure_timestamp_seconds: 'Unix time a restore drill of the dataset last failed.',
   lifeboat_drill_duration_seconds: 'Duration of the last passing restore drill (restore plus checks).',
   lifeboat_drill_failures_total: 'Restore drills that failed a check.',
+  lifeboat_redis_up: 'Whether this scrape read its state from Redis (1); 0: Redis is down, the series come from the targets, without counters and queue depths.',
 };
 
 export interface QueueDepth {
@@ -30,18 +31,22 @@ export interface QueueDepth {
   counts: Record<string, number>;
 }
 
-/** Renders the Prometheus exposition from stored state; a fresh registry per scrape, so nothing is cached. */
-export async function renderMetrics(
-  recorder: MetricsRecorder,
-  queueDepths: () => Promise<QueueDepth[]>,
+export interface MetricsInput {
+  /** The stored state: from Redis, or rebuilt from the targets while Redis is down. */
+  stored: Sample[];
+  /** Jobs per queue and state; none while Redis is down. */
+  queueDepths: QueueDepth[];
   /** Series every install has (thresholds, zeros); stored state of the same series overrides them. */
-  fromConfig: Sample[] = [],
+  fromConfig?: Sample[];
   /** Datasets in the config: state left over from removed ones is not exported, so it cannot alert forever. */
-  datasets?: Set<string>,
-): Promise<{ contentType: string; body: string }> {
+  datasets?: Set<string>;
+}
+
+/** Renders the Prometheus exposition; a fresh registry per scrape, so nothing is cached. */
+export async function renderMetrics({ stored: all, queueDepths, fromConfig = [], datasets }: MetricsInput): Promise<{ contentType: string; body: string }> {
   const registry = new Registry();
   const byName = new Map<string, Sample[]>();
-  const stored = (await recorder.samples()).filter((s) => !datasets || s.labels.dataset === undefined || datasets.has(s.labels.dataset));
+  const stored = all.filter((s) => !datasets || s.labels.dataset === undefined || datasets.has(s.labels.dataset));
   for (const sample of [...fromConfig, ...stored]) {
     const list = byName.get(sample.name) ?? [];
     list.push(sample);
@@ -59,7 +64,7 @@ export async function renderMetrics(
     }
   }
   const depth = new Gauge({ name: 'lifeboat_queue_jobs', help: 'Jobs per function queue and state.', labelNames: ['fn', 'state'], registers: [registry] });
-  for (const { fn, counts } of await queueDepths()) {
+  for (const { fn, counts } of queueDepths) {
     for (const [state, count] of Object.entries(counts)) depth.set({ fn, state }, count);
   }
   new Gauge({ name: 'lifeboat_info', help: 'Lifeboat build information.', labelNames: ['version'], registers: [registry] }).set({ version: LIFEBOAT_VERSION }, 1);

@@ -4,6 +4,7 @@ import type { Deps } from '../plumbing/deps.js';
 import { MIRROR_REPORTS } from '../catalog/layout.js';
 import { drillRecordSchema, verifyRecordSchema } from '../catalog/manifest.js';
 import type { EventName, EventPayload } from '../../queue/events.js';
+import { MemoryMetricsRecorder, type MetricsRecorder, type Sample } from './recorder.js';
 
 export type Replay = { [E in EventName]: { event: E; payload: EventPayload<E> } }[EventName];
 
@@ -45,18 +46,49 @@ export async function targetEvents(deps: Deps, dataset: Dataset, entries?: Backu
   return out;
 }
 
-/** Replays every dataset's target events into the recorder (serve does this when Redis has no metric state). */
-export async function rebuildMetrics(deps: Deps): Promise<number> {
+/**
+ * Replays every dataset's target events into `recorder`. Returns how many events it replayed and the
+ * datasets whose target could not be read (logged, not thrown: one unreachable target must not hide
+ * the others).
+ */
+export async function replayTargets(
+  deps: Deps,
+  recorder: MetricsRecorder,
+  options: { signal?: AbortSignal; logLevel?: 'warn' | 'debug' } = {},
+): Promise<{ replayed: number; unread: string[] }> {
   let replayed = 0;
+  const unread: string[] = [];
   for (const dataset of deps.config.datasets) {
     try {
-      for (const { event, payload } of await targetEvents(deps, dataset)) {
-        await deps.metrics.onEvent(event, payload as never);
+      for (const { event, payload } of await targetEvents(deps, dataset, undefined, options.signal)) {
+        await recorder.onEvent(event, payload as never);
         replayed += 1;
       }
     } catch (err) {
-      deps.logger.warn({ dataset: dataset.id, err: (err as Error).message }, 'could not read the target to rebuild metrics');
+      unread.push(dataset.id);
+      deps.logger[options.logLevel ?? 'warn']({ dataset: dataset.id, err: (err as Error).message }, 'could not read the target to rebuild metrics');
     }
   }
+  return { replayed, unread };
+}
+
+/**
+ * Rebuilds the metric state in deps.metrics from the targets (serve does this when Redis has none).
+ * Once every target was read it marks the state rebuilt, so an install without backups is not
+ * rebuilt again at every check.
+ */
+export async function rebuildMetrics(deps: Deps): Promise<number> {
+  const { replayed, unread } = await replayTargets(deps, deps.metrics);
+  if (unread.length === 0) await deps.metrics.markRebuilt(deps.clock());
   return replayed;
+}
+
+/**
+ * The metric state the targets imply, without Redis: what /metrics shows while Redis is down. Read at
+ * every such scrape, so an unreadable target is only a debug line here.
+ */
+export async function samplesFromTargets(deps: Deps, signal?: AbortSignal): Promise<Sample[]> {
+  const memory = new MemoryMetricsRecorder();
+  await replayTargets(deps, memory, { signal, logLevel: 'debug' });
+  return memory.samples();
 }

@@ -18,7 +18,10 @@ export interface MetricsRecorder {
   /** Adds to a counter (name ends in _total). */
   count(name: string, labels: Record<string, string>, by?: number): Promise<void>;
   samples(): Promise<Sample[]>;
+  /** Whether any state exists (false after Redis was flushed or replaced, until a rebuild). */
   hasState(): Promise<boolean>;
+  /** Notes that the state was rebuilt from the targets, so state exists even when they had nothing to say. */
+  markRebuilt(at: Date): Promise<void>;
 }
 
 const seconds = (iso: string) => Date.parse(iso) / 1000;
@@ -39,6 +42,8 @@ function field(name: string, labels: Record<string, string>): string {
 /** One marker per backup whose newest check failed; exported only as a count per dataset. */
 const CORRUPT_MARKER = '_corrupt_backup';
 export const CORRUPT_GAUGE = 'lifeboat_backups_corrupt';
+/** When the state was last rebuilt from the targets; never exported. */
+const REBUILT_MARKER = '_rebuilt_from_targets';
 
 abstract class BaseRecorder implements MetricsRecorder {
   protected abstract setIfNewer(tsField: string, ts: number, others: Array<[string, number]>): Promise<void>;
@@ -46,7 +51,6 @@ abstract class BaseRecorder implements MetricsRecorder {
   protected abstract set(field: string, value: number): Promise<void>;
   protected abstract unset(field: string): Promise<void>;
   protected abstract fieldNames(): Promise<string[]>;
-  /** Whether any state exists (false after Redis was flushed or replaced). */
   abstract hasState(): Promise<boolean>;
   abstract samples(): Promise<Sample[]>;
 
@@ -112,11 +116,16 @@ abstract class BaseRecorder implements MetricsRecorder {
     await this.increment(field(name, labels), by);
   }
 
+  async markRebuilt(at: Date): Promise<void> {
+    await this.set(field(REBUILT_MARKER, {}), at.getTime() / 1000);
+  }
+
   protected static parse(entries: Iterable<[string, string]>): Sample[] {
     const out: Sample[] = [];
     const corrupt = new Map<string, Sample>();
     for (const [key, value] of entries) {
       const [name, labels] = JSON.parse(key) as [string, Record<string, string>];
+      if (name === REBUILT_MARKER) continue;
       if (name !== CORRUPT_MARKER) {
         out.push({ name, labels, value: Number(value) });
         continue;

@@ -7,6 +7,21 @@ export interface PostgresConnection {
   password?: Secret;
 }
 
+/**
+ * A libpq URL split into the URL without its password (for command lines and messages) and the password
+ * (for PGPASSWORD): from the user info (`postgres://user:pw@host/db`) or a `password` query parameter.
+ */
+export function splitPassword(url: string): { url: string; password?: string } {
+  const u = new URL(url);
+  const fromQuery = u.searchParams.get('password');
+  if (!u.password && fromQuery === null) return { url };
+  const password = u.password ? decodeURIComponent(u.password) : fromQuery!;
+  u.password = '';
+  // Filtered by hand: URLSearchParams would re-encode the other parameters (a space as "+", which libpq keeps).
+  u.search = u.search.slice(1).split('&').filter((pair) => !pair.startsWith('password=')).join('&');
+  return { url: u.toString(), password };
+}
+
 /** Environment for libpq tools: a configured password travels in PGPASSWORD, never on a command line. */
 export function libpqEnv(connection: PostgresConnection, base: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...base, PGAPPNAME: 'lifeboat', PGCONNECT_TIMEOUT: base.PGCONNECT_TIMEOUT ?? '10' };

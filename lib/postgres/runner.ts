@@ -2,8 +2,8 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { Secret } from '../config/secret.js';
-import { libpqEnv } from './connection.js';
+import { Secret } from '../config/secret.js';
+import { libpqEnv, splitPassword } from './connection.js';
 import { CommandError, TailBuffer } from './process.js';
 
 export type PostgresTool = 'psql' | 'pg_dumpall';
@@ -84,14 +84,22 @@ export abstract class PostgresRunner {
   }
 }
 
-/** Direct mode: the tools run here and connect to a URL; the password travels in PGPASSWORD. */
+/**
+ * Direct mode: the tools run here and connect to a URL. The password travels in PGPASSWORD, never on the
+ * command line (where `ps` shows it): one written into the URL is taken out of it first.
+ */
 export class LocalRunner extends PostgresRunner {
   readonly label: string;
+  private readonly url: string;
+  private readonly password?: Secret;
   constructor(
     private readonly options: { url: string; password?: Secret; psql?: string; pgDumpall?: string; stderrBytes?: number },
   ) {
     super();
-    const u = new URL(options.url);
+    const split = splitPassword(options.url);
+    this.url = split.url;
+    this.password = options.password ?? (split.password === undefined ? undefined : new Secret(split.password, 'the connection URL'));
+    const u = new URL(this.url);
     this.label = u.host ? `${u.protocol}//${u.host}` : `${u.protocol}//${u.searchParams.get('host') ?? 'localhost'}`;
   }
 
@@ -100,10 +108,10 @@ export class LocalRunner extends PostgresRunner {
   }
 
   protected async start(tool: PostgresTool, args: string[], stdin: Readable | undefined, signal?: AbortSignal): Promise<ToolProcess> {
-    const connect = tool === 'psql' ? ['-X', '--no-password', '--dbname', this.options.url] : ['--no-password', '--dbname', this.options.url];
+    const connect = tool === 'psql' ? ['-X', '--no-password', '--dbname', this.url] : ['--no-password', '--dbname', this.url];
     const isVersion = args[0] === '--version';
     const child = spawn(this.binary(tool), isVersion ? args : [...connect, ...args], {
-      env: libpqEnv({ url: this.options.url, password: this.options.password }),
+      env: libpqEnv({ url: this.url, password: this.password }),
       stdio: [stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
       signal,
     });
