@@ -34,7 +34,7 @@ beforeAll(async () => {
   work = await mkdtemp(join(tmpdir(), 'lb-pause-'));
   const wrapper = join(work, 'slow-pg_dumpall');
   // Holds the dump open after its first 6 MiB, so the upload is mid-way when RGW freezes.
-  await writeFile(wrapper, '#!/bin/bash\n[ "$1" = --version ] && exec pg_dumpall --version\nset -o pipefail\npg_dumpall "$@" | { dd bs=1M count=6 iflag=fullblock 2>/dev/null; sleep 3; cat; }\n');
+  await writeFile(wrapper, '#!/bin/bash\n[ "$1" = --version ] && exec pg_dumpall --version\nset -o pipefail\npg_dumpall "$@" | { dd bs=1M count=6 iflag=fullblock 2>/dev/null; sleep 8; cat; }\n');
   await chmod(wrapper, 0o755);
   const admin = createS3Client({ endpoint: rgw.endpoint, region: 'us-east-1', forcePathStyle: true, accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey });
   const [hub, photos] = [await createBucket(admin), await createBucket(admin)];
@@ -46,12 +46,12 @@ beforeAll(async () => {
     targets: { hub: { kind: 's3', endpoint: rgw.endpoint, ...keys, partSizeMiB: 5, idleTimeoutMs: 3000, connectTimeoutMs: 3000 } },
     datasets: [
       { id: 'db', kind: 'postgres', source: { mode: 'direct', url: source.url, pgDumpall: wrapper }, target: { name: 'hub', bucket: hub, prefix: 'pg/' }, compression: 'none' },
-      { id: 'photos', kind: 'bucket', source: { endpoint: rgw.endpoint, bucket: photos, ...keys }, target: { name: 'hub', bucket: hub, prefix: 'rgw/' }, mirror: { concurrency: 2, sample: 5 } },
+      { id: 'photos', kind: 'bucket', source: { endpoint: rgw.endpoint, bucket: photos, ...keys }, target: { name: 'hub', bucket: hub, prefix: 'rgw/' }, mirror: { concurrency: 1, sample: 5 } },
     ],
   });
   const deps = createDeps({ config: cfg, logger: logger(), metrics: new MemoryMetricsRecorder() });
   const src = deps.bucketSource(cfg.datasets[1] as Extract<Config['datasets'][number], { kind: 'bucket' }>);
-  for (let i = 0; i < 300; i++) await src.put(`img/${String(i).padStart(4, '0')}.jpg`, Readable.from([Buffer.alloc(64 * 1024, i)]));
+  for (let i = 0; i < 400; i++) await src.put(`img/${String(i).padStart(4, '0')}.jpg`, Readable.from([Buffer.alloc(128 * 1024, i)]));
   await deps.close();
 }, 120_000);
 
@@ -70,12 +70,13 @@ describe('RGW frozen for 30 s mid-dump and mid-mirror (a private real RGW)', () 
     const run = (fn: string, dataset: string) => runInline(allFunctions, fn, { dataset, tick: '2026-11-26T02:00:00Z' }, deps, { retries, onAttemptFailed: (f) => failures.push(f) });
     const hub = deps.storeFor(cfg.datasets[0]!);
     try {
-      const dump = run('dumpPostgres', 'db');
+      const settled = new Set<string>();
+      const dump = run('dumpPostgres', 'db').finally(() => settled.add('dumpPostgres'));
       const admin = createS3Client({ endpoint: rgw.endpoint, region: 'us-east-1', forcePathStyle: true, accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey });
       for (const deadline = Date.now() + 30_000; !(await multipartUploads(admin, hub.bucket)).length; await sleep(25)) {
         if (Date.now() > deadline) throw new Error('the dump never started its upload');
       }
-      const mirror = run('mirrorBucket', 'photos');
+      const mirror = run('mirrorBucket', 'photos').finally(() => settled.add('mirrorBucket'));
       for (const deadline = Date.now() + 30_000; ; await sleep(25)) {
         let copied = 0;
         for await (const _ of hub.list('rgw/img/')) copied += 1;
@@ -86,6 +87,8 @@ describe('RGW frozen for 30 s mid-dump and mid-mirror (a private real RGW)', () 
 
       const frozenAt = Date.now();
       process.kill(rgwPid, 'SIGSTOP');
+      // Both must still be in flight, or this test proves nothing about them.
+      expect([...settled], 'finished before RGW froze').toEqual([]);
       await sleep(PAUSE_MS);
       process.kill(rgwPid, 'SIGCONT');
       const [dumped, mirrored] = await Promise.all([dump, mirror]);
