@@ -12,7 +12,7 @@ import { drillRecordSchema } from '../lib/catalog/manifest.js';
 import { startThrowawayCluster, type ThrowawayCluster } from '../lib/postgres/cluster.js';
 import type { AnyFunction } from '../queue/define.js';
 import { runFunction } from '../queue/runner.js';
-import { createBucket, ITEMS_FINGERPRINT, logger, psql, removeBucket, runCli, s3Client, s3Env, seedDatabases, testConfig, withDatabase } from './helpers.js';
+import { createBucket, hubCli, ITEMS_FINGERPRINT, logger, psql, removeBucket, s3Client, seedDatabases, testConfig, withDatabase, writeHubConfig } from './helpers.js';
 
 // Real PostgreSQL (throwaway clusters), real Ceph RGW; drills restore into throwaway clusters of their own.
 const ROWS = { alpha: 3000, beta: 2000, gamma: 1500 };
@@ -135,27 +135,11 @@ describe('drillRestore, local mode, on real Postgres and RGW', () => {
 describe('lifeboat restore and lifeboat drill (the built CLI)', () => {
   let configFile: string;
 
-  function lifeboat(args: string[]) {
-    const s3 = s3Env();
-    return runCli([...args, '-c', configFile], { env: { TEST_S3_ACCESS_KEY: s3.accessKeyId, TEST_S3_SECRET_KEY: s3.secretAccessKey, LOG_LEVEL: 'error' } });
-  }
+  const lifeboat = (args: string[]) => hubCli(configFile, args);
 
   beforeAll(async () => {
     await verifiedBackup(config('cli'), '2026-11-21T02:00:00Z');
-    configFile = join(scripts, 'lifeboat.yaml');
-    // Redis points at a closed port: restore and drill must not need it.
-    await writeFile(
-      configFile,
-      `redis: { url: "redis://127.0.0.1:1" }
-targets:
-  hub: { kind: s3, endpoint: "${s3Env().endpoint}", accessKeyId: "\${env:TEST_S3_ACCESS_KEY}", secretAccessKey: "\${env:TEST_S3_SECRET_KEY}" }
-datasets:
-  - id: cli
-    kind: postgres
-    source: { mode: direct, url: "${source.url}" }
-    target: { name: hub, bucket: ${bucket} }
-`,
-    );
+    configFile = await writeHubConfig(join(scripts, 'lifeboat.yaml'), [{ id: 'cli', url: source.url, bucket }]);
   });
 
   it('restores the latest backup into a fresh server, with Redis unreachable, and the data matches', async () => {

@@ -1,4 +1,5 @@
 import { execFileSync, spawn } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { CreateBucketCommand, DeleteBucketCommand, DeleteObjectsCommand, ListMultipartUploadsCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
@@ -156,4 +157,26 @@ export function runCli(args: string[], options: { env?: NodeJS.ProcessEnv; cwd?:
     child.stderr.on('data', (c) => (stderr += c));
     child.on('close', (code) => resolve({ code, stdout, stderr }));
   });
+}
+
+/**
+ * A config file for the built CLI with the test RGW as target "hub" and Redis on a closed port: restores
+ * and drills must not need Redis. Each dataset is a direct-mode postgres dataset.
+ */
+export async function writeHubConfig(file: string, datasets: Array<{ id: string; url: string; bucket: string }>): Promise<string> {
+  const lines = [
+    'redis: { url: "redis://127.0.0.1:1" }',
+    'targets:',
+    `  hub: { kind: s3, endpoint: "${s3Env().endpoint}", accessKeyId: "\${env:TEST_S3_ACCESS_KEY}", secretAccessKey: "\${env:TEST_S3_SECRET_KEY}" }`,
+    'datasets:',
+    ...datasets.flatMap((d) => [`  - id: ${d.id}`, '    kind: postgres', `    source: { mode: direct, url: "${d.url}" }`, `    target: { name: hub, bucket: ${d.bucket} }`]),
+  ];
+  await writeFile(file, `${lines.join('\n')}\n`);
+  return file;
+}
+
+/** The built CLI with a config from writeHubConfig and the test S3 keys in its environment. */
+export function hubCli(configFile: string, args: string[]): Promise<CliRun> {
+  const s3 = s3Env();
+  return runCli([...args, '-c', configFile], { env: { TEST_S3_ACCESS_KEY: s3.accessKeyId, TEST_S3_SECRET_KEY: s3.secretAccessKey, LOG_LEVEL: 'error' } });
 }

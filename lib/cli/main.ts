@@ -16,7 +16,7 @@ import type { Config } from '../config/schema.js';
 import { createLogger } from '../plumbing/logger.js';
 import { buildServer, BOARD_PATH } from '../server.js';
 import { runDemo } from './demo.js';
-import { drillCommand, restoreCommand } from './restore.js';
+import { drillCommand, parseTargetDatabase, restoreByKind, type RestoreOptions } from './restore.js';
 import { verifyCommand } from './verify.js';
 import { CliError, EXIT, inlineRetries, MAX_ATTEMPTS, parseAttempts, parseIsoDateTime, parsePositiveSeconds } from './exit.js';
 import { backupsTable } from './format.js';
@@ -212,15 +212,21 @@ backupsCmd
 
 program
   .command('restore')
-  .description('restore a postgres backup from the target into a server (needs no Redis and no cluster)')
+  .description('restore a backup from the target alone (no Redis, no cluster): postgres into a server, all of it or one database; etcd into a directory')
   .argument('<dataset>', 'dataset id from the config')
   .option('--backup <id>', 'backup id (see backups ls), or latest', 'latest')
-  .requiredOption('--to <postgres-url>', 'destination server, e.g. postgres://postgres@localhost:5432/postgres (password from PGPASSWORD, or in the URL: it never reaches a command line)')
-  .option('--force', 'restore even if the destination already has the dump\'s databases, or the backup failed verification')
+  .option('--to <postgres-url>', 'destination server, e.g. postgres://postgres@localhost:5432/postgres (password from PGPASSWORD, or in the URL: it never reaches a command line); required except with --list')
+  .option('--database <name>', 'restore only this database out of the backup, cut from the stream')
+  .option('--as <name>', 'with --database: restore it under this name', parseTargetDatabase)
+  .option('--roles', 'with --database: create the backup\'s roles that the destination lacks (existing roles are never altered)')
+  .option('--list', 'print the databases in the backup with their table counts, and exit (no --to needed)')
+  .option('--dry-run', 'with --database: print what would be restored and which roles created, change nothing')
+  .option('--force', 'restore even if the destination already has the dump\'s databases (or the --database target), or the backup failed verification')
+  .option('--to-dir <dir>', 'etcd datasets: write the snapshot (and the server token, mode 0600) into this directory, and print the k3s commands')
   .option('--retries <n>', `for reading the backup and reaching the destination: ${RETRIES_HELP}`, parseAttempts)
-  .action(async (dataset: string, opts: { backup: string; to: string; force?: boolean; retries?: number }) => {
+  .action(async (dataset: string, opts: Omit<RestoreOptions, 'dataset'> & { toDir?: string }) => {
     const { config: cfg } = await config();
-    await restoreCommand(cfg, logger(), { dataset, ...opts });
+    await restoreByKind(cfg, logger(), { dataset, ...opts });
   });
 
 program

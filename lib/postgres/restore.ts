@@ -4,6 +4,7 @@ import { createGunzip } from 'node:zlib';
 import type { Manifest } from '../catalog/manifest.js';
 import { HashingStream } from '../targets/hash.js';
 import type { TargetStore } from '../targets/store.js';
+import { DatabaseSectionCutter, rolesInGlobals, type SectionCutOptions, type SectionCutSummary } from './dumpallSections.js';
 import type { PostgresRunner } from './runner.js';
 
 export interface RestoreOutcome {
@@ -58,4 +59,54 @@ export async function restoreDump(
   const { stderr } = await runner.feed('psql', ['-q', '-v', 'ON_ERROR_STOP=0', '-f', '-'], sql, { signal: options.signal });
   if (sql.errored) throw sql.errored;
   return { bytes: hashing.bytes, sha256: hashing.sha256, errors: unexpectedErrors(stderr), durationMs: Date.now() - started };
+}
+
+export interface DatabaseRestoreOutcome extends RestoreOutcome {
+  /** What the cut found and changed: roles created, statements dropped for missing roles. */
+  cut: SectionCutSummary;
+}
+
+/** The artifact's SQL text: the stored bytes through the hash (and progress), then gunzip. */
+function dumpText(source: Readable, manifest: Manifest, hashing: HashingStream, onProgress?: (bytes: number) => void): NodeJS.ReadWriteStream[] {
+  const stages: Array<NodeJS.ReadWriteStream> = [hashing];
+  if (onProgress) stages.push(progressTap(onProgress));
+  if (manifest.artifact.compression === 'gzip') stages.push(createGunzip());
+  return [source as unknown as NodeJS.ReadWriteStream, ...stages];
+}
+
+/**
+ * Restores one database out of a pg_dumpall artifact: target → gunzip → the section cutter → psql,
+ * streamed end to end (memory does not grow with the dump). The whole artifact is read, so its sha256
+ * can be compared with the verification pass. Errors psql reported are returned, as for restoreDump;
+ * a database missing from the dump, or a dump without its trailer, throws (the cutter's errors).
+ */
+export async function restoreDatabase(
+  store: TargetStore,
+  manifest: Manifest,
+  runner: PostgresRunner,
+  cut: SectionCutOptions,
+  options: { signal?: AbortSignal; onProgress?: (bytes: number) => void } = {},
+): Promise<DatabaseRestoreOutcome> {
+  const started = Date.now();
+  const hashing = new HashingStream();
+  const cutter = new DatabaseSectionCutter(cut);
+  const source = await store.get(manifest.artifact.key, { signal: options.signal });
+  const stages = dumpText(source, manifest, hashing, options.onProgress);
+  const sql = pipeline([...stages, cutter] as unknown as [Readable, ...NodeJS.ReadWriteStream[]], () => {}) as unknown as Readable;
+  const { stderr } = await runner.feed('psql', ['-q', '-v', 'ON_ERROR_STOP=0', '-f', '-'], sql, { signal: options.signal });
+  if (sql.errored) throw sql.errored;
+  return { bytes: hashing.bytes, sha256: hashing.sha256, errors: unexpectedErrors(stderr), durationMs: Date.now() - started, cut: cutter.summary };
+}
+
+/** The roles a pg_dumpall artifact creates, from its globals part only: reads just the start of it. */
+export async function dumpRoles(store: TargetStore, manifest: Manifest, options: { signal?: AbortSignal } = {}): Promise<string[]> {
+  const source = await store.get(manifest.artifact.key, { signal: options.signal });
+  const text = manifest.artifact.compression === 'gzip' ? source.pipe(createGunzip()) : source;
+  source.on('error', (err) => text.destroy(err));
+  try {
+    return await rolesInGlobals(text as AsyncIterable<Buffer>);
+  } finally {
+    text.destroy();
+    source.destroy();
+  }
 }
