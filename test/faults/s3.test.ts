@@ -112,7 +112,7 @@ describe('a missing bucket (shared RGW)', () => {
     expect(error.message).toContain(`target hub (${s3Env().endpoint}), bucket ${missing}`);
     expect(error.message).toMatch(/NoSuchBucket \(HTTP 404\): the bucket does not exist/);
     expect(error.message).not.toMatch(/UnknownError/);
-    expect(elapsedMs).toBeLessThan(1000);
+    expect(elapsedMs).toBeLessThan(3000);
   });
 
   it('in an existing bucket a missing key is still just missing', async () => {
@@ -185,7 +185,7 @@ describe('wrong credentials (shared RGW)', () => {
         expect(error).toMatchObject({ code, httpStatus: 403, target: 'hub', bucket });
         expect(error.message).toContain(`target hub (${s3Env().endpoint}), bucket ${bucket}`);
         expect(error.message).toContain(`${code} (HTTP 403)`);
-        expect(elapsedMs).toBeLessThan(1000);
+        expect(elapsedMs).toBeLessThan(3000);
       }
       // A HEAD response has no body to name the reason: the code comes from the status, still permanent.
       const { error } = await failure(`${code}: head`, () => store.head('manifest.json'));
@@ -290,7 +290,7 @@ describe('a frozen RGW (SIGSTOP, private RGW)', () => {
     const elapsedMs = Date.now() - started;
     expect(run.code).toBe(3);
     expect(run.stderr).toContain(`timed out after 2 s without data from target hub (${rgw.endpoint}), bucket ${privateBucket}`);
-    expect(elapsedMs).toBeLessThan(10_000);
+    expect(elapsedMs).toBeLessThan(30_000); // a 2 s timeout plus Node starting, which load slows
   });
 });
 
