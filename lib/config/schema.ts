@@ -55,6 +55,13 @@ export function configSchema(env: NodeJS.ProcessEnv = process.env) {
     prefix: z.string().min(1).default('lifeboat'),
   });
 
+  const requestTimeouts = {
+    /** Timeouts on every request (defaults as in lib/targets/s3.ts): a hung server fails fast instead of holding jobs. */
+    connectTimeoutMs: z.int().min(100).default(10_000),
+    /** No bytes for this long on an open request (the first byte included) aborts it. */
+    idleTimeoutMs: z.int().min(100).default(30_000),
+  };
+
   const s3Target = z.strictObject({
     kind: z.literal('s3'),
     endpoint: z.url({ protocol: /^https?$/ }),
@@ -67,10 +74,7 @@ export function configSchema(env: NodeJS.ProcessEnv = process.env) {
     queueSize: z.int().min(1).max(16).default(2),
     /** The hub's disk size: S3 cannot tell free space, so capacity alerts need it (e.g. 1000000000000 for 1 TB). */
     capacityBytes: z.int().positive().optional(),
-    /** Timeouts on every request (defaults as in lib/targets/s3.ts): a hung hub fails fast instead of holding jobs. */
-    connectTimeoutMs: z.int().min(100).default(10_000),
-    /** No bytes for this long on an open request (the first byte included) aborts it. */
-    idleTimeoutMs: z.int().min(100).default(30_000),
+    ...requestTimeouts,
   });
   const dirTarget = z.strictObject({
     kind: z.literal('dir'),
@@ -189,6 +193,8 @@ export function configSchema(env: NodeJS.ProcessEnv = process.env) {
       prefix,
       accessKeyId: secret,
       secretAccessKey: secret,
+      // The cluster's RGW can hang as well as the hub.
+      ...requestTimeouts,
     }),
     /** Objects land at <target.prefix><source key>; reports under <target.prefix>_lifeboat/<id>/. */
     target: datasetTarget,

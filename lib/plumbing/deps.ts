@@ -96,7 +96,10 @@ export function createDeps(options: DepsOptions): Deps {
       let client = clients.get(key);
       if (!client) {
         const src = dataset.source;
-        client = options.s3Client?.(key) ?? createS3Client({ endpoint: src.endpoint, region: src.region, forcePathStyle: src.forcePathStyle, accessKeyId: src.accessKeyId.reveal(), secretAccessKey: src.secretAccessKey.reveal() });
+        client = options.s3Client?.(key) ?? createS3Client({
+          endpoint: src.endpoint, region: src.region, forcePathStyle: src.forcePathStyle, accessKeyId: src.accessKeyId.reveal(), secretAccessKey: src.secretAccessKey.reveal(),
+          connectTimeoutMs: src.connectTimeoutMs, idleTimeoutMs: src.idleTimeoutMs,
+        });
         clients.set(key, client);
       }
       return new S3Store(client, `source of ${dataset.id}`, dataset.source.bucket);

@@ -46,7 +46,7 @@ beforeAll(async () => {
     targets: { hub: { kind: 's3', endpoint: rgw.endpoint, ...keys, partSizeMiB: 5, idleTimeoutMs: 3000, connectTimeoutMs: 3000 } },
     datasets: [
       { id: 'db', kind: 'postgres', source: { mode: 'direct', url: source.url, pgDumpall: wrapper }, target: { name: 'hub', bucket: hub, prefix: 'pg/' }, compression: 'none' },
-      { id: 'photos', kind: 'bucket', source: { endpoint: rgw.endpoint, bucket: photos, ...keys }, target: { name: 'hub', bucket: hub, prefix: 'rgw/' }, mirror: { concurrency: 1, sample: 5 } },
+      { id: 'photos', kind: 'bucket', source: { endpoint: rgw.endpoint, bucket: photos, ...keys, idleTimeoutMs: 3000, connectTimeoutMs: 3000 }, target: { name: 'hub', bucket: hub, prefix: 'rgw/' }, mirror: { concurrency: 1, sample: 5 } },
     ],
   });
   const deps = createDeps({ config: cfg, logger: logger(), metrics: new MemoryMetricsRecorder() });
