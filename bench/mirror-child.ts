@@ -14,7 +14,7 @@ const [endpoint, src, dst] = process.argv.slice(2);
 const config = parseConfig(
   {
     targets: { hub: { kind: 's3', endpoint, accessKeyId: '${env:BENCH_DST_KEY}', secretAccessKey: '${env:BENCH_DST_SECRET}' } },
-    datasets: [{ id: 'bench', kind: 'bucket', source: { endpoint, bucket: src, accessKeyId: '${env:BENCH_SRC_KEY}', secretAccessKey: '${env:BENCH_SRC_SECRET}' }, target: { name: 'hub', bucket: dst }, mirror: { sample: 20 } }],
+    datasets: [{ id: 'bench', kind: 'bucket', source: { endpoint, bucket: src, accessKeyId: '${env:BENCH_SRC_KEY}', secretAccessKey: '${env:BENCH_SRC_SECRET}' }, target: { name: 'hub', bucket: dst, prefix: 'mirror/' }, mirror: { sample: 20 } }],
   },
   'bench',
 );

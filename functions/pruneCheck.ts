@@ -3,7 +3,7 @@ import { listBackups, type BackupEntry, type OrphanFolder } from '../lib/catalog
 import { appendSample, forecast, type CapacitySample } from '../lib/catalog/capacity.js';
 import type { Dataset } from '../lib/config/schema.js';
 import { requireDataset } from '../lib/datasets.js';
-import { MANIFEST_FILE, MIRROR_REPORTS } from '../lib/catalog/layout.js';
+import { MANIFEST_FILE, LIFEBOAT_RECORDS } from '../lib/catalog/layout.js';
 import { targetEvents } from '../lib/metrics/rebuild.js';
 import { GRACE_MS, planRetention } from '../lib/catalog/retention.js';
 import type { TargetStore } from '../lib/targets/store.js';
@@ -136,7 +136,7 @@ export const pruneCheck = defineFunction({
       const onTarget = datasets.filter((d) => d.target.name === target);
       const usedBytes = results.filter((r) => onTarget.some((d) => d.id === r.dataset)).reduce((a, r) => a + r.bytes, 0);
       const home = ctx.deps.storeFor(onTarget[0]!);
-      const historyKey = `${MIRROR_REPORTS}capacity/${target}.json`;
+      const historyKey = `${LIFEBOAT_RECORDS}capacity/${target}.json`;
       const history = ((await home.getJson<{ samples?: CapacitySample[] }>(historyKey, { signal: ctx.signal })) ?? {}).samples ?? [];
       const samples = appendSample(history, { at: now.toISOString(), usedBytes });
       if (!dryRun && !input.dataset) await home.putJson(historyKey, { target, samples }, { signal: ctx.signal });

@@ -94,6 +94,19 @@ describe('config validation', () => {
     expect(apart).toEqual([]);
   });
 
+  it('keeps Lifeboat\'s records out of every mirror: a bucket dataset needs a prefix, and no dataset may live under _lifeboat/', () => {
+    const mirror = { id: 'photos', kind: 'bucket', source: { endpoint: 'http://rgw:80', bucket: 'photos', accessKeyId: '${env:HUB_KEY}', secretAccessKey: '${env:HUB_SECRET}' } };
+    const found = problems(
+      { targets: { hub: validHub }, datasets: [{ ...mirror, target: { name: 'hub', bucket: 'rgw' } }, { ...validDataset, target: { name: 'hub', bucket: 'pgs', prefix: '_lifeboat/x/' } }] },
+      { PGPASS: 'x', ...hubEnv },
+    );
+    expect(found).toEqual([
+      expect.stringMatching(/^datasets\[0\]\.target\.prefix: a mirror needs a prefix of its own in the hub bucket \(for example photos\/\)/),
+      'datasets[1].target.prefix: must not start with _lifeboat/: that is where Lifeboat keeps its own records',
+    ]);
+    expect(problems({ targets: { hub: validHub }, datasets: [{ ...mirror, target: { name: 'hub', bucket: 'rgw', prefix: 'photos/' } }] }, hubEnv)).toEqual([]);
+  });
+
   it('rejects unknown keys, so a typo is not silently ignored', () => {
     expect(problems({ targets: {}, datasets: [], sever: {} })).toEqual([expect.stringMatching(/^Unrecognized key: "sever"/)]);
   });

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, PutBucketPolicyCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { CopyObjectCommand, DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, PutBucketPolicyCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mirrorBucket } from '../functions/mirrorBucket.js';
 import { verifyObject } from '../functions/verifyObject.js';
@@ -83,8 +83,8 @@ const sha = async (client: S3Client, bucket: string, key: string) =>
 const readJson = async (client: S3Client, bucket: string, key: string) =>
   JSON.parse(Buffer.from(await (await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }))).Body!.transformToByteArray()).toString());
 
-// Mirrored objects on the hub, without Lifeboat's own reports.
-const mirroredKeys = async (dst: string) => (await listKeys(hub, dst, 'rgw/')).filter((k) => !k.startsWith('rgw/_lifeboat/')).map((k) => k.slice('rgw/'.length)).sort();
+// Mirrored objects on the hub (Lifeboat's own records are outside the mirror's prefix).
+const mirroredKeys = async (dst: string) => (await listKeys(hub, dst, 'rgw/')).map((k) => k.slice('rgw/'.length)).sort();
 
 const deleteFromSource = async (src: string, keys: string[]) => {
   for (const key of keys) await source.send(new DeleteObjectCommand({ Bucket: src, Key: key }));
@@ -118,7 +118,7 @@ describe('mirrorBucket on real Ceph RGW (two users)', () => {
     const first = await run(config(src, dst), mirrorBucket, { tick: '2026-11-26T04:00:00Z' });
     expect(first.error).toBeUndefined();
     expect(first.value).toMatchObject({ copied: { count: 10, bytes: expect.any(Number) }, skipped: { count: 0 }, source: { count: 10 } });
-    const keys = (await listKeys(hub, dst, 'rgw/')).filter((k) => !k.startsWith('rgw/_lifeboat/'));
+    const keys = await listKeys(hub, dst, 'rgw/');
     expect(keys.sort()).toEqual([...ODD_KEYS, 'typed.json', 'big.bin'].map((k) => `rgw/${k}`).sort());
     for (const key of [...ODD_KEYS, 'big.bin']) expect(await sha(hub, dst, `rgw/${key}`), key).toBe(await sha(source, src, key));
     const typed = await hub.send(new HeadObjectCommand({ Bucket: dst, Key: 'rgw/typed.json' }));
@@ -128,9 +128,9 @@ describe('mirrorBucket on real Ceph RGW (two users)', () => {
     expect(big.length).toBe(11 * MiB + 123);
     expect(await multipartUploads(hub, dst)).toEqual([]);
 
-    // The report sits under _lifeboat/, fans out to verifyObject, and verifies.
+    // The report sits under _lifeboat/mirrors/ at the bucket root, outside the mirror, fans out to verifyObject, and verifies.
     const uploaded = first.events.find((e) => e.event === 'backup.uploaded')!;
-    expect(uploaded.payload).toMatchObject({ key: 'rgw/_lifeboat/photos/20261126T040000Z/report.json', kind: 'bucket' });
+    expect(uploaded.payload).toMatchObject({ key: '_lifeboat/mirrors/photos/20261126T040000Z/report.json', kind: 'bucket' });
     const report = JSON.parse(Buffer.from(await (await hub.send(new GetObjectCommand({ Bucket: dst, Key: uploaded.payload.key }))).Body!.transformToByteArray()).toString());
     expect(report.verification.listing).toMatchObject({ ok: true, missing: 0, sizeMismatch: 0, source: { count: 10 }, destination: { count: 10 } });
     expect(report.verification.sample).toMatchObject({ checked: 10, mismatches: [] });
@@ -202,7 +202,7 @@ describe('mirrorBucket on real Ceph RGW (two users)', () => {
     const outcome = await run(config(src, dst), mirrorBucket, { tick: '2026-11-26T04:00:00Z' });
     expect(outcome.error?.message).toMatch(/dataset photos: 1 objects failed/);
     expect((await listKeys(hub, dst, 'rgw/ok-')).sort()).toEqual(['rgw/ok-1.txt', 'rgw/ok-2.txt']);
-    const report = JSON.parse(Buffer.from(await (await hub.send(new GetObjectCommand({ Bucket: dst, Key: 'rgw/_lifeboat/photos/20261126T040000Z/report.json' }))).Body!.transformToByteArray()).toString());
+    const report = JSON.parse(Buffer.from(await (await hub.send(new GetObjectCommand({ Bucket: dst, Key: '_lifeboat/mirrors/photos/20261126T040000Z/report.json' }))).Body!.transformToByteArray()).toString());
     expect(report.failed).toMatchObject({ count: 1, first: [{ key: 'locked/secret.txt', error: expect.stringMatching(/HTTP 403/) }] });
     expect(report.ok).toBe(false);
   });
@@ -224,13 +224,13 @@ describe('mirrorBucket deletion guard', () => {
     const outcome = await run(config(src, dst, { deletion: 'delete', maxDeletePercent: 100 }), mirrorBucket, { tick: '2026-11-26T04:00:00Z' });
     expect(outcome.error).toMatchObject({
       name: 'PermanentError',
-      message: expect.stringMatching(/^dataset photos: the source lists no objects but the destination has 10; deleted nothing\. Check the source bucket \(lb-test-.*\); to delete anyway run it inline with --force-delete; see rgw\/_lifeboat\/photos\/20261126T040000Z\/report\.json$/),
+      message: expect.stringMatching(/^dataset photos: the source lists no objects but the destination has 10; deleted nothing\. Check the source bucket \(lb-test-.*\); to delete anyway run it inline with --force-delete; see _lifeboat\/mirrors\/photos\/20261126T040000Z\/report\.json$/),
     });
     expect(await mirroredKeys(dst)).toEqual(keys);
     expect(outcome.events.map((e) => e.event)).toEqual([]);
-    const report = await readJson(hub, dst, 'rgw/_lifeboat/photos/20261126T040000Z/report.json');
+    const report = await readJson(hub, dst, '_lifeboat/mirrors/photos/20261126T040000Z/report.json');
     expect(report).toMatchObject({ ok: false, deleted: { count: 0 }, deletionGuard: { tripped: true, forced: false, reason: 'source-empty', wouldDelete: 10, destination: 10, percent: 100, limitPercent: 100 } });
-    expect(await readJson(hub, dst, 'rgw/_lifeboat/photos/20261126T040000Z/manifest.json')).toMatchObject({ dataset: 'photos', source: { objects: 0 } });
+    expect(await readJson(hub, dst, '_lifeboat/mirrors/photos/20261126T040000Z/manifest.json')).toMatchObject({ dataset: 'photos', source: { objects: 0 } });
   });
 
   it('deleting more than maxDeletePercent deletes nothing and fails, unless forceDelete', async () => {
@@ -247,7 +247,7 @@ describe('mirrorBucket deletion guard', () => {
     });
     expect(await mirroredKeys(dst)).toEqual([...keys, 'obj-10']);
     expect(stopped.events).toEqual([]);
-    expect(await readJson(hub, dst, 'rgw/_lifeboat/photos/20261126T040000Z/report.json')).toMatchObject({
+    expect(await readJson(hub, dst, '_lifeboat/mirrors/photos/20261126T040000Z/report.json')).toMatchObject({
       ok: false, copied: { count: 1 }, deleted: { count: 0 }, deletionGuard: { tripped: true, forced: false, reason: 'over-limit', wouldDelete: 3, destination: 10, percent: 30, limitPercent: 20 },
     });
 
@@ -256,7 +256,7 @@ describe('mirrorBucket deletion guard', () => {
     expect(forced.value).toMatchObject({ deleted: { count: 3 }, copied: { count: 0 } });
     expect(await mirroredKeys(dst)).toEqual([...keys.filter((k) => !gone.includes(k)), 'obj-10']);
     expect(forced.events.map((e) => e.event)).toEqual(['backup.uploaded']);
-    expect(await readJson(hub, dst, 'rgw/_lifeboat/photos/20261127T040000Z/report.json')).toMatchObject({
+    expect(await readJson(hub, dst, '_lifeboat/mirrors/photos/20261127T040000Z/report.json')).toMatchObject({
       ok: true, deletionGuard: { tripped: true, forced: true, wouldDelete: 3, destination: 11 },
     });
   });
@@ -268,7 +268,7 @@ describe('mirrorBucket deletion guard', () => {
     expect(outcome.error).toBeUndefined();
     expect(outcome.value).toMatchObject({ deleted: { count: 1 } });
     expect(await mirroredKeys(dst)).toEqual(keys.filter((k) => k !== 'obj-04'));
-    expect(await readJson(hub, dst, 'rgw/_lifeboat/photos/20261126T040000Z/report.json')).toMatchObject({
+    expect(await readJson(hub, dst, '_lifeboat/mirrors/photos/20261126T040000Z/report.json')).toMatchObject({
       ok: true, deletionGuard: { tripped: false, wouldDelete: 1, destination: 10, percent: 10, limitPercent: 20 },
     });
   });
@@ -316,14 +316,101 @@ describe('mirrorBucket deletion guard', () => {
     });
     expect(plan.value.plan.map((a: PlannedAction) => `${a.action} ${a.key}`)).toEqual(['delete obj-00', 'delete obj-01', 'delete obj-02']);
     expect(await mirroredKeys(dst)).toEqual(keys);
-    expect(await listKeys(hub, dst, 'rgw/_lifeboat/')).toHaveLength(2); // the first run's report and manifest only
+    expect(await listKeys(hub, dst, '_lifeboat/')).toHaveLength(2); // the first run's report and manifest only
+  });
+});
+
+describe('mirrorBucket keeps what a restore needs (real Ceph RGW)', () => {
+  const HEADERS = {
+    ContentType: 'text/html; charset=utf-8',
+    CacheControl: 'public, max-age=31536000, immutable',
+    ContentDisposition: 'attachment; filename="index.html"',
+    ContentEncoding: 'gzip',
+    ContentLanguage: 'de-CH',
+    Expires: new Date('2031-02-03T04:05:06Z'),
+    Metadata: { owner: 'alice', 'lifeboat-source-etag': 'theirs', 'lifeboat-lifeboat-x': 'nested' },
+  };
+  const headersOn = async (client: S3Client, bucket: string, key: string) => {
+    const h = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
+    return { ContentType: h.ContentType, CacheControl: h.CacheControl, ContentDisposition: h.ContentDisposition, ContentEncoding: h.ContentEncoding, ContentLanguage: h.ContentLanguage, Expires: h.Expires, Metadata: h.Metadata };
+  };
+
+  it('keeps Cache-Control, Content-Disposition, -Encoding, -Language, Expires and user metadata, single-part and multipart, and never overwrites the source\'s own lifeboat-* metadata', async () => {
+    const { src, dst } = await buckets2();
+    await put(source, src, 'site/index.html.gz', 'gzip bytes', HEADERS);
+    await put(source, src, 'site/big.bin', randomBytes(6 * MiB), HEADERS);
+    const first = await run(config(src, dst), mirrorBucket);
+    expect(first.error).toBeUndefined();
+    for (const key of ['site/index.html.gz', 'site/big.bin']) {
+      const sourceEtag = (await source.send(new HeadObjectCommand({ Bucket: src, Key: key }))).ETag;
+      const mirrored = await headersOn(hub, dst, `rgw/${key}`);
+      expect(mirrored, key).toEqual({
+        ...HEADERS,
+        // The source's own "lifeboat-*" keys get one more "lifeboat-" in front; Lifeboat's records sit beside them.
+        Metadata: { owner: 'alice', 'lifeboat-lifeboat-source-etag': 'theirs', 'lifeboat-lifeboat-lifeboat-x': 'nested', 'lifeboat-source-etag': sourceEtag, 'lifeboat-source-headers': expect.stringMatching(/^[0-9a-f]{32}$/) },
+      });
+    }
+  });
+
+  it('a metadata-only change at the source (CopyObject REPLACE: same size and ETag) reaches the hub, and the run after it needs no HEAD', async () => {
+    const { src, dst } = await buckets2();
+    await put(source, src, 'page.html', '<html>', { ContentType: 'text/html', Metadata: { rev: '1' } });
+    await put(source, src, 'other.txt', 'unchanged');
+    expect((await run(config(src, dst), mirrorBucket)).error).toBeUndefined();
+    await new Promise((r) => setTimeout(r, 1100)); // RGW's Last-Modified has one-second resolution
+    await source.send(new CopyObjectCommand({ Bucket: src, Key: 'page.html', CopySource: `${src}/page.html`, MetadataDirective: 'REPLACE', ContentType: 'text/html', CacheControl: 'no-cache', Metadata: { rev: '2' } }));
+    const before = await source.send(new HeadObjectCommand({ Bucket: src, Key: 'page.html' }));
+    expect(before.ETag).toBe((await hub.send(new HeadObjectCommand({ Bucket: dst, Key: 'rgw/page.html' }))).ETag); // the listing cannot tell
+
+    const second = await run(config(src, dst, { sample: 0 }), mirrorBucket);
+    expect(second.value).toMatchObject({ copied: { count: 1 }, skipped: { count: 1 }, heads: 2 });
+    expect(await headersOn(hub, dst, 'rgw/page.html')).toMatchObject({ CacheControl: 'no-cache', Metadata: { rev: '2' } });
+    const third = await run(config(src, dst, { sample: 0 }), mirrorBucket);
+    expect(third.value).toMatchObject({ copied: { count: 0 }, skipped: { count: 2 }, heads: 0 });
+  });
+
+  it('keys of whitespace or control characters only, and XML specials, are listed url-encoded and copied byte for byte', async () => {
+    const { src, dst } = await buckets2();
+    const awkward = [' ', '\t', '  \t ', 'x\u0001y', 'line\nbreak', 'cr\r', '&<>"\'', 'a+b c%2B', '\u007f'];
+    for (const key of awkward) await put(source, src, key, `body of ${JSON.stringify(key)}`);
+    const outcome = await run(config(src, dst), mirrorBucket, { tick: '2026-11-26T04:00:00Z' });
+    expect(outcome.error).toBeUndefined();
+    expect(outcome.value).toMatchObject({ copied: { count: awkward.length } });
+    expect((await mirroredKeys(dst)).sort()).toEqual([...awkward].sort());
+    for (const key of awkward) expect(await sha(hub, dst, `rgw/${key}`), JSON.stringify(key)).toBe(await sha(source, src, key));
+    const report = await readJson(hub, dst, '_lifeboat/mirrors/photos/20261126T040000Z/report.json');
+    expect(report).toMatchObject({ ok: true, verification: { listing: { ok: true, missing: 0 }, sample: { checked: awkward.length, mismatches: [] } } });
+
+    // Deleted at the source, deleted from the hub: DeleteObjects' XML body cannot carry them either.
+    await deleteFromSource(src, [' ', 'x\u0001y', 'cr\r']);
+    const pruned = await run(config(src, dst, { deletion: 'delete', maxDeletePercent: 50 }), mirrorBucket, { tick: '2026-11-27T04:00:00Z' });
+    expect(pruned.error).toBeUndefined();
+    expect(pruned.value).toMatchObject({ deleted: { count: 3 }, copied: { count: 0 } });
+    expect((await mirroredKeys(dst)).sort()).toEqual(awkward.filter((k) => ![' ', 'x\u0001y', 'cr\r'].includes(k)).sort());
+  });
+
+  it('a source that holds _lifeboat/ keys of its own (it is itself a mirror) is mirrored like any other, and never touches Lifeboat\'s reports', async () => {
+    const { src, dst } = await buckets2();
+    await put(source, src, '_lifeboat/mirrors/photos/20261126T040000Z/report.json', '{"not":"ours"}');
+    await put(source, src, '_lifeboat/report.json', '{"also":"theirs"}');
+    await put(source, src, 'photo.jpg', 'jpeg');
+    const first = await run(config(src, dst), mirrorBucket, { tick: '2026-11-26T04:00:00Z' });
+    expect(first.error).toBeUndefined();
+    expect(await mirroredKeys(dst)).toEqual(['_lifeboat/mirrors/photos/20261126T040000Z/report.json', '_lifeboat/report.json', 'photo.jpg']);
+    const second = await run(config(src, dst), mirrorBucket, { tick: '2026-11-27T04:00:00Z' });
+    expect(second.value).toMatchObject({ copied: { count: 0 }, skipped: { count: 3 } });
+    // Lifeboat's own report is its own, and still matches its manifest.
+    const report = await readJson(hub, dst, '_lifeboat/mirrors/photos/20261126T040000Z/report.json');
+    expect(report).toMatchObject({ format: 'lifeboat.mirror-report/v1', ok: true });
+    const manifest = await readJson(hub, dst, '_lifeboat/mirrors/photos/20261126T040000Z/manifest.json');
+    expect(manifest.artifact.sha256).toBe(await sha(hub, dst, '_lifeboat/mirrors/photos/20261126T040000Z/report.json'));
   });
 });
 
 // A source that is down is retried (not permanent).
 describe('mirrorBucket with an unreachable source', () => {
   it('fails with a retryable error', async () => {
-    const cfg = testConfig({ datasets: [{ id: 'photos', kind: 'bucket', source: { endpoint: 'http://127.0.0.1:1', bucket: 'whatever', accessKeyId: '${env:TEST_S3_ACCESS_KEY}', secretAccessKey: '${env:TEST_S3_SECRET_KEY}' }, target: { name: 'hub', bucket: 'anything' } }] });
+    const cfg = testConfig({ datasets: [{ id: 'photos', kind: 'bucket', source: { endpoint: 'http://127.0.0.1:1', bucket: 'whatever', accessKeyId: '${env:TEST_S3_ACCESS_KEY}', secretAccessKey: '${env:TEST_S3_SECRET_KEY}' }, target: { name: 'hub', bucket: 'anything', prefix: 'photos/' } }] });
     expect(testEnv().TEST_S3_ACCESS_KEY).toBeDefined();
     const outcome = await run(cfg, mirrorBucket);
     expect(outcome.ok).toBe(false);

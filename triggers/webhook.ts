@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { formatIssues } from '../lib/config/issues.js';
 import type { Config, Dataset } from '../lib/config/schema.js';
-import { DRILL_FILE, MANIFEST_FILE, MIRROR_REPORTS, VERIFY_FILE } from '../lib/catalog/layout.js';
+import { DRILL_FILE, MANIFEST_FILE, LIFEBOAT_RECORDS, VERIFY_FILE } from '../lib/catalog/layout.js';
 import type { MetricsRecorder } from '../lib/metrics/recorder.js';
 import { safeEqual } from '../lib/plumbing/secure.js';
 import { verifyDedupeKey } from '../functions/verifyObject.js';
@@ -86,12 +86,13 @@ export function route(record: NotificationRecord, config: Config): Routed {
     return { verdict: 'invalid', error: `bad object key ${JSON.stringify(record.s3.object.key)} from ${record.eventSource ?? 'an unknown sender'}: ${(err as Error).message}` };
   }
   if (isUnsafeKey(key)) return { verdict: 'ignored', reason: 'unsafe-key' };
+  if (key.startsWith(LIFEBOAT_RECORDS)) return { verdict: 'ignored', reason: 'lifeboat-object' };
   // The config check refuses overlapping prefixes; longest match still picks the most specific dataset.
   const candidates = config.datasets.filter((d) => d.target.bucket === bucket && key.startsWith(d.target.prefix));
   if (candidates.length === 0) return { verdict: 'ignored', reason: 'unknown-bucket' };
   const dataset = candidates.sort((a, b) => b.target.prefix.length - a.target.prefix.length)[0]!;
   const name = key.slice(key.lastIndexOf('/') + 1);
-  if (OWN_FILES.has(name) || key.startsWith(`${dataset.target.prefix}${MIRROR_REPORTS}`)) return { verdict: 'ignored', reason: 'lifeboat-object' };
+  if (OWN_FILES.has(name) || key.startsWith(`${dataset.target.prefix}${LIFEBOAT_RECORDS}`)) return { verdict: 'ignored', reason: 'lifeboat-object' };
   // A mirror's objects are checked by the mirror itself (listing pass and sha256 sample).
   if (dataset.kind === 'bucket') return { verdict: 'ignored', reason: 'mirror' };
   const { size, eTag, versionId } = record.s3.object;

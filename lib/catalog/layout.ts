@@ -22,13 +22,16 @@ export function parseTickStamp(stamp: string): Date | undefined {
   return Number.isNaN(date.getTime()) ? undefined : date;
 }
 
-/** Where a dataset's backup folders live. A mirror's objects keep their keys; its reports go under _lifeboat/. */
+/**
+ * Where a dataset's backup folders live. A mirror's objects keep their keys under its target prefix, so
+ * its reports live outside it, under _lifeboat/mirrors/ at the bucket root: no source key can land there.
+ */
 export function datasetPrefix(dataset: Pick<Dataset, 'id' | 'target' | 'kind'>): string {
-  return dataset.kind === 'bucket' ? `${dataset.target.prefix}${MIRROR_REPORTS}${dataset.id}/` : `${dataset.target.prefix}${dataset.id}/`;
+  return dataset.kind === 'bucket' ? `${LIFEBOAT_RECORDS}mirrors/${dataset.id}/` : `${dataset.target.prefix}${dataset.id}/`;
 }
 
-/** The folder (under a mirror's target prefix) that holds Lifeboat's own objects, never mirrored over. */
-export const MIRROR_REPORTS = '_lifeboat/';
+/** Lifeboat's own records that sit beside no backup (mirror reports, capacity history, other tools' verify records). */
+export const LIFEBOAT_RECORDS = '_lifeboat/';
 
 export function backupDir(dataset: Pick<Dataset, 'id' | 'target' | 'kind'>, tick: Date): string {
   return `${datasetPrefix(dataset)}${tickStamp(tick)}/`;

@@ -6,7 +6,7 @@ import { objectRangeSource } from '../etcd/local.js';
 import { inspectZipSnapshot } from '../etcd/snapshot.js';
 import { inspectForeignObject } from './foreign.js';
 import { inspectArtifact } from './inspect.js';
-import { MANIFEST_FILE, MIRROR_REPORTS, siblingKey, VERIFY_FILE } from './layout.js';
+import { MANIFEST_FILE, LIFEBOAT_RECORDS, siblingKey, VERIFY_FILE } from './layout.js';
 import { manifestSchema, VERIFY_HISTORY, verifyRecordSchema, type Check, type VerifyRecord, type VerifyTrigger } from './manifest.js';
 import { ObjectNotFoundError, type TargetStore } from '../targets/store.js';
 
@@ -24,7 +24,7 @@ export function foreignVerifyKey(dataset: { target: { prefix: string } }, key: s
 }
 
 export function foreignVerifyPrefix(dataset: { target: { prefix: string } }): string {
-  return `${dataset.target.prefix}${MIRROR_REPORTS}verify/`;
+  return `${dataset.target.prefix}${LIFEBOAT_RECORDS}verify/`;
 }
 
 /**

@@ -45,7 +45,8 @@ export function configSchema(env: NodeJS.ProcessEnv = process.env) {
   const prefix = z
     .string()
     .default('')
-    .refine((p) => p === '' || (p.endsWith('/') && !p.startsWith('/')), "must be empty or end with '/' (and not start with it)");
+    .refine((p) => p === '' || (p.endsWith('/') && !p.startsWith('/')), "must be empty or end with '/' (and not start with it)")
+    .refine((p) => !p.startsWith('_lifeboat/'), 'must not start with _lifeboat/: that is where Lifeboat keeps its own records');
   const cron = z.string().refine(validCron, 'must be a cron pattern such as "0 2 * * *"');
 
   const redis = z.strictObject({
@@ -196,8 +197,10 @@ export function configSchema(env: NodeJS.ProcessEnv = process.env) {
       // The cluster's RGW can hang as well as the hub.
       ...requestTimeouts,
     }),
-    /** Objects land at <target.prefix><source key>; reports under <target.prefix>_lifeboat/<id>/. */
-    target: datasetTarget,
+    /** Objects land at <target.prefix><source key>; reports under _lifeboat/mirrors/<id>/, outside the mirror. */
+    target: datasetTarget.extend({
+      prefix: prefix.refine((p) => p !== '', 'a mirror needs a prefix of its own in the hub bucket (for example photos/): Lifeboat keeps its records under _lifeboat/ at the bucket root, outside every mirror'),
+    }),
     schedule: cron.optional(),
     mirror: z
       .strictObject({

@@ -1,7 +1,7 @@
 import { listBackups, type BackupEntry } from '../catalog/catalog.js';
 import type { Dataset } from '../config/schema.js';
 import type { Deps } from '../plumbing/deps.js';
-import { MIRROR_REPORTS } from '../catalog/layout.js';
+import { LIFEBOAT_RECORDS } from '../catalog/layout.js';
 import { drillRecordSchema, verifyRecordSchema } from '../catalog/manifest.js';
 import type { EventName, EventPayload } from '../../queue/events.js';
 import { MemoryMetricsRecorder, type MetricsRecorder, type Sample } from './recorder.js';
@@ -18,7 +18,7 @@ export async function targetEvents(deps: Deps, dataset: Dataset, entries?: Backu
   const out: Replay[] = [];
   if (dataset.kind === 'velero') {
     let newest: { key: string; completedAt: string } | undefined;
-    for await (const o of store.list(`${dataset.target.prefix}${MIRROR_REPORTS}verify/`, { signal })) {
+    for await (const o of store.list(`${dataset.target.prefix}${LIFEBOAT_RECORDS}verify/`, { signal })) {
       const record = verifyRecordSchema.safeParse(await store.getJson(o.key, { signal }));
       if (record.success && record.data.ok && record.data.completedAt && (!newest || record.data.completedAt > newest.completedAt)) newest = { key: record.data.key, completedAt: record.data.completedAt };
     }

@@ -8,13 +8,17 @@ import {
   UploadPartCommand,
   type S3Client,
 } from '@aws-sdk/client-s3';
+import { headersOf, putHeaders, type ObjectHeaders } from '../targets/headers.js';
+import { wrapForMirror } from './headers.js';
 
-/** Destination metadata that remembers which source version an object was copied from. */
-export const SOURCE_ETAG_METADATA = 'lifeboat-source-etag';
+export { SOURCE_ETAG_METADATA } from './headers.js';
 
 export interface CopySpec {
-  source: { client: S3Client; bucket: string; key: string; etag: string; size: number };
+  /** With versionId, that version (a restore from a versioned hub); else exactly the ETag the listing saw. */
+  source: { client: S3Client; bucket: string; key: string; etag: string; size: number; versionId?: string };
   destination: { client: S3Client; bucket: string; key: string };
+  /** The destination's headers from the source's; default: the source's, with the source ETag and a headers fingerprint recorded. */
+  headers?: (source: ObjectHeaders) => ObjectHeaders;
   multipartThreshold: number;
   partSize: number;
   /** Parts of one object in flight at once. */
@@ -25,7 +29,12 @@ export interface CopySpec {
 async function get(spec: CopySpec, range?: { start: number; end: number }) {
   // IfMatch: copy exactly the version the listing saw; if it changed since, the next run picks it up.
   return spec.source.client.send(
-    new GetObjectCommand({ Bucket: spec.source.bucket, Key: spec.source.key, IfMatch: spec.source.etag, Range: range ? `bytes=${range.start}-${range.end}` : undefined }),
+    new GetObjectCommand({
+      Bucket: spec.source.bucket,
+      Key: spec.source.key,
+      ...(spec.source.versionId ? { VersionId: spec.source.versionId } : { IfMatch: spec.source.etag }),
+      Range: range ? `bytes=${range.start}-${range.end}` : undefined,
+    }),
     { abortSignal: spec.signal },
   );
 }
@@ -33,10 +42,12 @@ async function get(spec: CopySpec, range?: { start: number; end: number }) {
 /**
  * Copies one object between two S3 servers, streaming: small objects as one PUT of the GET body (so
  * the destination ETag is the same MD5 as the source's), large ones in parts, each part a ranged GET
- * streamed into UploadPart. Content-Type and user metadata are kept, and the source ETag is recorded.
+ * streamed into UploadPart. Every header a client sees (Content-Type, -Encoding, -Disposition,
+ * -Language, Cache-Control, Expires) and the user metadata are kept.
  */
 export async function copyObject(spec: CopySpec): Promise<void> {
   const { source, destination } = spec;
+  const headers = (r: Parameters<typeof headersOf>[0]) => putHeaders((spec.headers ?? ((h) => wrapForMirror(h, source.etag)))(headersOf(r)));
   if (source.size <= spec.multipartThreshold) {
     const r = await get(spec);
     await destination.client.send(
@@ -45,8 +56,7 @@ export async function copyObject(spec: CopySpec): Promise<void> {
         Key: destination.key,
         Body: r.Body as Readable,
         ContentLength: source.size,
-        ContentType: r.ContentType,
-        Metadata: { ...r.Metadata, [SOURCE_ETAG_METADATA]: source.etag },
+        ...headers(r),
       }),
       { abortSignal: spec.signal },
     );
@@ -56,7 +66,7 @@ export async function copyObject(spec: CopySpec): Promise<void> {
   const head = await get(spec, { start: 0, end: 0 });
   (head.Body as Readable).destroy();
   const { UploadId } = await destination.client.send(
-    new CreateMultipartUploadCommand({ Bucket: destination.bucket, Key: destination.key, ContentType: head.ContentType, Metadata: { ...head.Metadata, [SOURCE_ETAG_METADATA]: source.etag } }),
+    new CreateMultipartUploadCommand({ Bucket: destination.bucket, Key: destination.key, ...headers(head) }),
     { abortSignal: spec.signal },
   );
   const count = Math.ceil(source.size / spec.partSize);

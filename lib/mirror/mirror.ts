@@ -1,12 +1,13 @@
 import { S3ServiceException } from '@aws-sdk/client-s3';
 import type { Logger } from 'pino';
 import { PermanentError } from '../../queue/errors.js';
-import { MIRROR_REPORTS } from '../catalog/layout.js';
 import { describeS3Error, isUnreachable, TargetError, TargetUnreachableError } from '../targets/errors.js';
 import { hashStream } from '../targets/hash.js';
 import type { S3Store } from '../targets/s3.js';
 import { ObjectNotFoundError, type ObjectInfo } from '../targets/store.js';
-import { copyObject, SOURCE_ETAG_METADATA } from './copy.js';
+import { headersFingerprint } from '../targets/headers.js';
+import { copyObject } from './copy.js';
+import { SOURCE_ETAG_METADATA, SOURCE_HEADERS_METADATA } from './headers.js';
 import { mergeJoin } from './merge.js';
 
 export interface MirrorOptions {
@@ -32,7 +33,8 @@ export interface PlannedAction {
   action: 'copy' | 'delete';
   key: string;
   size: number;
-  reason: 'new' | 'changed' | 'extraneous';
+  /** metadata: same bytes, but the source's headers or user metadata changed. */
+  reason: 'new' | 'changed' | 'metadata' | 'extraneous';
 }
 
 /**
@@ -46,7 +48,7 @@ export interface DeletionGuard {
   reason?: 'source-empty' | 'over-limit';
   /** Extraneous destination objects. */
   wouldDelete: number;
-  /** Destination objects listed (without Lifeboat's reports). */
+  /** Destination objects listed. */
   destination: number;
   /** wouldDelete / destination, rounded up to 0.1. */
   percent: number;
@@ -67,7 +69,7 @@ export interface MirrorResult {
   /** Present with deletion 'delete'. */
   deletionGuard?: DeletionGuard;
   failed: { count: number; first: Array<{ key: string; error: string }> };
-  /** HEAD requests made to settle ETag differences (0 on a no-change run of ordinary objects). */
+  /** HEAD requests made to settle ETag differences or a source touched since its copy (0 on a no-change run of ordinary objects). */
   heads: number;
   verification: {
     listing: { ok: boolean; missing: number; sizeMismatch: number; extra: number; source: Tally; destination: Tally };
@@ -110,11 +112,10 @@ interface Side {
   prefix: string;
 }
 
-/** A side's objects keyed without its prefix; Lifeboat's own reports under the destination are not part of the mirror. */
-async function* listSide(side: Side, signal: AbortSignal | undefined, skip?: string, startAfter?: string): AsyncIterable<ObjectInfo> {
+/** A side's objects keyed without its prefix. Lifeboat's own records live outside every mirror prefix (lib/catalog/layout.ts). */
+async function* listSide(side: Side, signal: AbortSignal | undefined, startAfter?: string): AsyncIterable<ObjectInfo> {
   const after = startAfter === undefined ? undefined : side.prefix + startAfter;
   for await (const o of side.store.list(side.prefix, { signal, startAfter: after })) {
-    if (skip !== undefined && o.key.startsWith(skip)) continue;
     yield { ...o, key: o.key.slice(side.prefix.length) };
   }
 }
@@ -143,7 +144,6 @@ export async function mirrorBucket(source: Side, destination: Side, options: Mir
     verification: { listing: { ok: false, missing: 0, sizeMismatch: 0, extra: 0, source: tally(), destination: tally() }, sample: { requested: options.sample, checked: 0, mismatches: [] } },
   };
   const destKey = (key: string) => destination.prefix + key;
-  const reports = destination.prefix + MIRROR_REPORTS;
   const inFlight = new Set<Promise<void>>();
   const heldLimit = options.heldDeleteKeys ?? DEFAULT_HELD_DELETE_KEYS;
   const held: Array<{ key: string; size: number }> = [];
@@ -183,7 +183,7 @@ export async function mirrorBucket(source: Side, destination: Side, options: Mir
   const deleteBeyondHeld = async (after: string | undefined, approved: number) => {
     let remaining = approved;
     const batch: Array<{ key: string; size: number }> = [];
-    for await (const { key, source: s, destination: d } of mergeJoin(listSide(source, signal, undefined, after), listSide(destination, signal, reports, after), (o) => o.key, (o) => o.key)) {
+    for await (const { key, source: s, destination: d } of mergeJoin(listSide(source, signal, after), listSide(destination, signal, after), (o) => o.key, (o) => o.key)) {
       signal?.throwIfAborted();
       if (s) continue;
       batch.push({ key, size: d!.size });
@@ -194,7 +194,7 @@ export async function mirrorBucket(source: Side, destination: Side, options: Mir
     await deleteBatch(batch);
   };
   // Runs inside a pool slot: either its own, or that of the HEAD that found the object changed.
-  const copyNow = async (o: ObjectInfo, reason: 'new' | 'changed') => {
+  const copyNow = async (o: ObjectInfo, reason: 'new' | 'changed' | 'metadata') => {
     options.onAction?.({ action: 'copy', key: o.key, size: o.size, reason });
     if (options.dryRun) return add(result.copied, o.size);
     try {
@@ -212,9 +212,15 @@ export async function mirrorBucket(source: Side, destination: Side, options: Mir
       fail(o.key, err);
     }
   };
-  const copy = (o: ObjectInfo, reason: 'new' | 'changed') => (options.dryRun ? copyNow(o, reason) : run(() => copyNow(o, reason)));
+  const copy = (o: ObjectInfo, reason: 'new' | 'changed' | 'metadata') => (options.dryRun ? copyNow(o, reason) : run(() => copyNow(o, reason)));
 
-  for await (const { key, source: s, destination: d } of mergeJoin(listSide(source, signal), listSide(destination, signal, reports), (o) => o.key, (o) => o.key)) {
+  const headOrFail = <T>(key: string, head: () => Promise<T>) =>
+    head().catch((err: unknown) => {
+      if (signal?.aborted || isUnreachable(err)) throw stop(err);
+      fail(key, err);
+      return null;
+    });
+  for await (const { key, source: s, destination: d } of mergeJoin(listSide(source, signal), listSide(destination, signal), (o) => o.key, (o) => o.key)) {
     signal?.throwIfAborted();
     if (d) add(result.destination, d.size);
     if (!s) {
@@ -232,18 +238,23 @@ export async function mirrorBucket(source: Side, destination: Side, options: Mir
     else if (options.sample > 0 && Math.random() * seen < options.sample) sample[Math.floor(Math.random() * options.sample)] = s;
     if (!d) await copy(s, 'new');
     else if (d.size !== s.size) await copy(s, 'changed');
-    else if (d.etag === s.etag) add(result.skipped, s.size);
+    else if (d.etag === s.etag && s.lastModified <= d.lastModified) add(result.skipped, s.size);
     else {
+      // An ETag that cannot match (a multipart copy) is settled by the recorded source ETag; a source
+      // touched after its copy (CopyObject REPLACE keeps size and ETag) by the recorded headers fingerprint.
       await run(async () => {
         result.heads += 1;
-        const head = await destination.store.head(destKey(key), { signal }).catch((err: unknown) => {
-          if (signal?.aborted || isUnreachable(err)) throw stop(err);
-          fail(key, err);
-          return null;
-        });
+        const head = await headOrFail(key, () => destination.store.head(destKey(key), { signal }));
         if (head === null) return;
-        if (head?.metadata[SOURCE_ETAG_METADATA] === s.etag) add(result.skipped, s.size);
-        else await copyNow(s, 'changed');
+        if (head === undefined) return copyNow(s, 'new');
+        if (d.etag !== s.etag && head.metadata[SOURCE_ETAG_METADATA] !== s.etag) return copyNow(s, 'changed');
+        if (s.lastModified <= d.lastModified) return add(result.skipped, s.size);
+        result.heads += 1;
+        const sourceHead = await headOrFail(key, () => source.store.head(source.prefix + key, { signal }));
+        if (sourceHead === null) return;
+        // Gone since the listing: the next run sees it.
+        if (sourceHead === undefined || head.metadata[SOURCE_HEADERS_METADATA] === headersFingerprint(sourceHead.headers)) return add(result.skipped, s.size);
+        return copyNow(s, 'metadata');
       });
     }
   }
@@ -269,13 +280,12 @@ export async function mirrorBucket(source: Side, destination: Side, options: Mir
  */
 async function verify(source: Side, destination: Side, options: MirrorOptions, result: MirrorResult, sample: ObjectInfo[]) {
   const listing = result.verification.listing;
-  const reports = destination.prefix + MIRROR_REPORTS;
   const changed = result.copied.count + result.deleted.count + result.failed.count > 0;
   if (!changed) {
     // Nothing copied means every source object was present with its size (else it would have been copied).
     Object.assign(listing, { source: { ...result.source }, destination: { ...result.destination }, missing: 0, sizeMismatch: 0, extra: result.destination.count - result.source.count });
   }
-  const second = changed ? mergeJoin(listSide(source, options.signal), listSide(destination, options.signal, reports), (o) => o.key, (o) => o.key) : [];
+  const second = changed ? mergeJoin(listSide(source, options.signal), listSide(destination, options.signal), (o) => o.key, (o) => o.key) : [];
   for await (const { source: s, destination: d } of second) {
     if (s) add(listing.source, s.size);
     if (d) add(listing.destination, d.size);

@@ -6,17 +6,20 @@ import {
   AbortMultipartUploadCommand,
   CreateBucketCommand,
   ListMultipartUploadsCommand,
+  DeleteObjectCommand,
   DeleteObjectsCommand,
   GetObjectCommand,
   HeadBucketCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
+  ListObjectVersionsCommand,
   S3Client,
   S3ServiceException,
 } from '@aws-sdk/client-s3';
 import type { S3TargetConfig } from '../config/schema.js';
 import { classifyS3Error, handlerTimeoutPhase, s3ErrorCode, StalledRequestError, TargetError, type TargetLocation, type TargetRequest } from './errors.js';
 import { HashingStream } from './hash.js';
+import { headersOf, type ObjectHeaders } from './headers.js';
 import { uploadStream } from './multipart.js';
 import { ObjectNotFoundError, type HeadResult, type IncompleteUpload, type ObjectInfo, type PutOptions, type PutResult, type TargetStore } from './store.js';
 
@@ -273,7 +276,7 @@ export class S3Store implements TargetStore {
     return JSON.parse(text) as T;
   }
 
-  async head(key: string, options: { signal?: AbortSignal } = {}): Promise<HeadResult | undefined> {
+  async head(key: string, options: { signal?: AbortSignal } = {}): Promise<(HeadResult & { headers: ObjectHeaders }) | undefined> {
     try {
       const r = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: options.signal });
       return {
@@ -283,6 +286,7 @@ export class S3Store implements TargetStore {
         lastModified: r.LastModified ?? new Date(0),
         contentType: r.ContentType,
         metadata: r.Metadata ?? {},
+        headers: headersOf(r),
       };
     } catch (err) {
       if (await this.isMissingObject(err, options.signal)) return undefined;
@@ -301,22 +305,68 @@ export class S3Store implements TargetStore {
             Prefix: prefix || undefined,
             StartAfter: continuationToken ? undefined : options.startAfter,
             ContinuationToken: continuationToken,
+            // XML cannot carry every key (control characters; some parsers trim whitespace-only ones).
+            EncodingType: 'url',
           }),
           { abortSignal: options.signal },
         );
       } catch (err) {
         throw this.named(err, { operation: 'ListObjectsV2', key: prefix || undefined });
       }
+      const encoded = page.EncodingType === 'url';
       for (const o of page.Contents ?? []) {
-        yield { key: o.Key!, size: o.Size ?? 0, etag: o.ETag ?? '', lastModified: o.LastModified ?? new Date(0) };
+        yield { key: encoded ? decodeListedKey(o.Key!) : o.Key!, size: o.Size ?? 0, etag: o.ETag ?? '', lastModified: o.LastModified ?? new Date(0) };
       }
       continuationToken = page.IsTruncated ? page.NextContinuationToken : undefined;
     } while (continuationToken);
   }
 
+  /**
+   * Every key's version that was current at `at` (delete markers hide a key), in key order: the state of
+   * a versioned bucket at that time. Versions of one key come newest first, so one key is held at a time.
+   */
+  async *listAt(prefix: string, at: Date, options: { signal?: AbortSignal } = {}): AsyncIterable<ObjectInfo & { versionId: string }> {
+    let keyMarker: string | undefined;
+    let versionIdMarker: string | undefined;
+    let lastKey: string | undefined;
+    do {
+      let page;
+      try {
+        page = await this.client.send(
+          new ListObjectVersionsCommand({ Bucket: this.bucket, Prefix: prefix || undefined, KeyMarker: keyMarker, VersionIdMarker: versionIdMarker, EncodingType: 'url' }),
+          { abortSignal: options.signal },
+        );
+      } catch (err) {
+        throw this.named(err, { operation: 'ListObjectVersions', key: prefix || undefined });
+      }
+      const decode = (key: string) => (page.EncodingType === 'url' ? decodeListedKey(key) : key);
+      // Objects and delete markers come in two lists; merged back by key, newest first within a key.
+      const entries = [
+        ...(page.Versions ?? []).map((v) => ({ key: decode(v.Key!), marker: false, versionId: v.VersionId ?? 'null', size: v.Size ?? 0, etag: v.ETag ?? '', lastModified: v.LastModified ?? new Date(0) })),
+        ...(page.DeleteMarkers ?? []).map((m) => ({ key: decode(m.Key!), marker: true, versionId: m.VersionId ?? 'null', size: 0, etag: '', lastModified: m.LastModified ?? new Date(0) })),
+      ].sort((a, b) => (a.key === b.key ? b.lastModified.getTime() - a.lastModified.getTime() : Buffer.compare(Buffer.from(a.key), Buffer.from(b.key))));
+      for (const e of entries) {
+        if (e.key === lastKey || e.lastModified.getTime() > at.getTime()) continue;
+        lastKey = e.key;
+        if (!e.marker) yield { key: e.key, size: e.size, etag: e.etag, lastModified: e.lastModified, versionId: e.versionId };
+      }
+      keyMarker = page.IsTruncated && page.NextKeyMarker !== undefined ? decode(page.NextKeyMarker) : undefined;
+      versionIdMarker = page.IsTruncated ? page.NextVersionIdMarker : undefined;
+    } while (keyMarker !== undefined);
+  }
+
   async delete(keys: string[], options: { signal?: AbortSignal } = {}): Promise<void> {
-    for (let i = 0; i < keys.length; i += 1000) {
-      const batch = keys.slice(i, i + 1000);
+    // A DeleteObjects body is XML, which cannot carry every key: those go one by one, in the URL.
+    for (const key of keys.filter(notXmlSafe)) {
+      try {
+        await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: options.signal });
+      } catch (err) {
+        throw this.named(err, { operation: 'DeleteObject', key });
+      }
+    }
+    const safe = keys.filter((k) => !notXmlSafe(k));
+    for (let i = 0; i < safe.length; i += 1000) {
+      const batch = safe.slice(i, i + 1000);
       let r;
       try {
         r = await this.client.send(
@@ -379,4 +429,14 @@ export class S3Store implements TargetStore {
       }
     }
   }
+}
+
+/** A key from a listing asked for with EncodingType=url: AWS writes a space as "+", RGW as "%20"; a real "+" is always "%2B". */
+export function decodeListedKey(key: string): string {
+  return decodeURIComponent(key.replace(/\+/g, ' '));
+}
+
+/** Control characters, and whitespace at either end (which XML parsers may trim or fold), do not survive an XML body. */
+export function notXmlSafe(key: string): boolean {
+  return /[\x00-\x1f\x7f]|^\s|\s$/.test(key);
 }
