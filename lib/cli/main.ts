@@ -16,7 +16,7 @@ import type { Config } from '../config/schema.js';
 import { createLogger } from '../plumbing/logger.js';
 import { buildServer, BOARD_PATH } from '../server.js';
 import { runDemo } from './demo.js';
-import { drillCommand, parseTargetDatabase, restoreByKind, type RestoreOptions } from './restore.js';
+import { drillCommand, parseTargetDatabase, restoreByKind, type RestoreCliOptions } from './restore.js';
 import { verifyCommand } from './verify.js';
 import { CliError, EXIT, inlineRetries, MAX_ATTEMPTS, parseAttempts, parseIsoDateTime, parsePositiveSeconds } from './exit.js';
 import { backupsTable } from './format.js';
@@ -212,7 +212,7 @@ backupsCmd
 
 program
   .command('restore')
-  .description('restore a backup from the target alone (no Redis, no cluster): postgres into a server, all of it or one database; etcd into a directory')
+  .description('restore a backup from the target alone (no Redis, no cluster): postgres into a server, all of it or one database; a bucket mirror into a bucket; etcd into a directory')
   .argument('<dataset>', 'dataset id from the config')
   .option('--backup <id>', 'backup id (see backups ls), or latest', 'latest')
   .option('--to <postgres-url>', 'destination server, e.g. postgres://postgres@localhost:5432/postgres (password from PGPASSWORD, or in the URL: it never reaches a command line); required except with --list')
@@ -223,10 +223,18 @@ program
   .option('--dry-run', 'with --database: print what would be restored and which roles created, change nothing')
   .option('--force', 'restore even if the destination already has the dump\'s databases (or the --database target), or the backup failed verification')
   .option('--to-dir <dir>', 'etcd datasets: write the snapshot (and the server token, mode 0600) into this directory, and print the k3s commands')
+  .option('--to-target <name>', 'bucket datasets: restore into this s3 target of the config (with --to-bucket)')
+  .option('--to-bucket <bucket>', 'bucket datasets: the destination bucket, created if missing')
+  .option('--to-source', 'bucket datasets: restore into the dataset\'s own source endpoint (its bucket, unless --to-bucket)')
+  .option('--to-prefix <prefix>', 'bucket datasets: put the objects under this prefix at the destination (default: the source\'s prefix with --to-source, else none)')
+  .option('--prefix <prefix>', 'bucket datasets: restore only the mirror\'s keys under this prefix')
+  .option('--at <iso-time>', 'bucket datasets: the mirror as it was at this time (a versioned hub): undoes a bad deletion run', parseIsoDateTime)
+  .option('--overwrite', 'bucket datasets: also replace destination objects that are newer than the hub\'s copy')
+  .option('--json', 'print the result as one JSON object')
   .option('--retries <n>', `for reading the backup and reaching the destination: ${RETRIES_HELP}`, parseAttempts)
-  .action(async (dataset: string, opts: Omit<RestoreOptions, 'dataset'> & { toDir?: string }) => {
+  .action(async (dataset: string, opts: Omit<RestoreCliOptions, 'dataset'>) => {
     const { config: cfg } = await config();
-    await restoreByKind(cfg, logger(), { dataset, ...opts });
+    process.exitCode = await restoreByKind(cfg, opts.json ? createLogger({ level: process.env.LOG_LEVEL ?? 'fatal' }) : logger(), { dataset, ...opts });
   });
 
 program

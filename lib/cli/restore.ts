@@ -16,6 +16,7 @@ import type { TargetStore } from '../targets/store.js';
 import { CliError, EXIT, exitCodeOf, inlineRetries } from './exit.js';
 import { formatBytes, table } from './format.js';
 import { pickBackup, progressPrinter, readStep } from './steps.js';
+import { restoreBucketCommand, type BucketRestoreCommandOptions } from './restoreBucket.js';
 import { restoreEtcdCommand } from './restoreEtcd.js';
 
 /** Databases every cluster has; a dump "contains" them without creating them. */
@@ -61,15 +62,27 @@ export interface RestoreOptions {
   dryRun?: boolean;
 }
 
-/** `lifeboat restore`: a postgres dataset into a server (`--to`), an etcd dataset into a directory (`--to-dir`). */
-export async function restoreByKind(config: Config, log: Logger, opts: RestoreOptions & { toDir?: string }): Promise<void> {
+export type RestoreCliOptions = RestoreOptions & Omit<BucketRestoreCommandOptions, keyof RestoreOptions> & { toDir?: string };
+
+const BUCKET_FLAGS = ['toTarget', 'toSource', 'toBucket', 'toPrefix', 'prefix', 'at', 'overwrite'] as const;
+
+/** `lifeboat restore`: postgres into a server (`--to`), a bucket mirror into a bucket (`--to-target`/`--to-source`), etcd into a directory (`--to-dir`). */
+export async function restoreByKind(config: Config, log: Logger, opts: RestoreCliOptions): Promise<number> {
   const kind = config.datasets.find((d) => d.id === opts.dataset)?.kind;
+  const bucketFlags = BUCKET_FLAGS.filter((f) => opts[f] !== undefined);
+  if (kind === 'bucket') {
+    if (opts.to !== undefined || opts.toDir !== undefined) throw new CliError(`dataset ${opts.dataset} is a bucket dataset: restore it into a bucket with --to-target <name> --to-bucket <bucket>, or --to-source`, EXIT.usage);
+    return restoreBucketCommand(config, log, opts);
+  }
+  if (kind !== undefined && bucketFlags.length > 0) throw new CliError(`--${bucketFlags[0]!.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} is for bucket datasets; dataset ${opts.dataset} is a ${kind} dataset`, EXIT.usage);
   if (kind === 'etcd') {
     if (opts.to !== undefined) throw new CliError(`dataset ${opts.dataset} is an etcd dataset: restore it into a directory with --to-dir, not --to`, EXIT.usage);
-    return restoreEtcdCommand(config, log, { dataset: opts.dataset, backup: opts.backup, toDir: opts.toDir ?? '', force: opts.force, retries: opts.retries });
+    await restoreEtcdCommand(config, log, { dataset: opts.dataset, backup: opts.backup, toDir: opts.toDir ?? '', force: opts.force, retries: opts.retries });
+    return EXIT.ok;
   }
   if (opts.toDir !== undefined && kind !== undefined) throw new CliError(`--to-dir is for etcd datasets; dataset ${opts.dataset} is a ${kind} dataset (use --to)`, EXIT.usage);
-  return restoreCommand(config, log, opts);
+  await restoreCommand(config, log, opts);
+  return EXIT.ok;
 }
 
 /** `--as`: a name that can be quoted safely, else exit 2 before anything runs. */
@@ -137,7 +150,7 @@ function printDatabases(entry: BackupEntry): void {
 
 /** The first pass: the whole artifact against its manifest, before the destination is touched. */
 async function verifyArtifact({ store, entry: { manifest }, policy, out }: RestoreJob): Promise<void> {
-  const verifyProgress = progressPrinter('verifying');
+  const verifyProgress = progressPrinter('verifying', { bytes: manifest.artifact.size });
   const { sha256, size } = await readStep(`reading ${manifest.artifact.key}`, policy, async () => {
     const stream = await store.get(manifest.artifact.key);
     if (verifyProgress) {
@@ -164,7 +177,7 @@ async function restoreWholeCluster(job: RestoreJob): Promise<void> {
     throw new CliError(`${destination.label} already has ${collisions.length === 1 ? 'database' : 'databases'} ${collisions.join(', ')} from this dump; restoring would mix old and new data. Use a fresh server, drop them, or pass --force.`, EXIT.failed);
   }
 
-  const restored = await restoreDump(store, manifest, destination, { onProgress: progressPrinter('restoring') });
+  const restored = await restoreDump(store, manifest, destination, { onProgress: progressPrinter('restoring', { bytes: manifest.artifact.size }) });
   if (process.stderr.isTTY) process.stderr.write('\n');
   if (restored.sha256 !== manifest.artifact.sha256) throw new CliError('the object changed between the verification pass and the restore; run the restore again', EXIT.failed);
   if (restored.errors.length > 0) {
@@ -216,7 +229,7 @@ async function restoreOneDatabase(job: RestoreJob, opts: { database: string; as?
 
   let restored;
   try {
-    restored = await restoreDatabase(store, manifest, destination, { database: opts.database, renameTo: opts.as, existingRoles: roles, createMissingRoles: opts.roles }, { onProgress: progressPrinter('restoring') });
+    restored = await restoreDatabase(store, manifest, destination, { database: opts.database, renameTo: opts.as, existingRoles: roles, createMissingRoles: opts.roles }, { onProgress: progressPrinter('restoring', { bytes: manifest.artifact.size }) });
   } catch (err) {
     if (err instanceof DatabaseNotInDumpError) throw new CliError(`backup ${id} has no database ${JSON.stringify(err.database)} (it has: ${listNames(err.databases)})`, EXIT.failed);
     throw err;

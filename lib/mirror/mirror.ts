@@ -9,6 +9,7 @@ import { headersFingerprint } from '../targets/headers.js';
 import { copyObject } from './copy.js';
 import { SOURCE_ETAG_METADATA, SOURCE_HEADERS_METADATA } from './headers.js';
 import { mergeJoin } from './merge.js';
+import { taskPool } from './pool.js';
 
 export interface MirrorOptions {
   deletion: 'keep' | 'delete';
@@ -102,7 +103,7 @@ export async function checkBucket(store: S3Store, side: string, signal?: AbortSi
 }
 
 /** "AccessDenied (HTTP 403): …": the SDK's own message alone can be as thin as "UnknownError". */
-function describeError(err: unknown): string {
+export function describeError(err: unknown): string {
   if (err instanceof S3ServiceException) return describeS3Error(err);
   return err instanceof Error ? err.message : String(err);
 }
@@ -144,7 +145,6 @@ export async function mirrorBucket(source: Side, destination: Side, options: Mir
     verification: { listing: { ok: false, missing: 0, sizeMismatch: 0, extra: 0, source: tally(), destination: tally() }, sample: { requested: options.sample, checked: 0, mismatches: [] } },
   };
   const destKey = (key: string) => destination.prefix + key;
-  const inFlight = new Set<Promise<void>>();
   const heldLimit = options.heldDeleteKeys ?? DEFAULT_HELD_DELETE_KEYS;
   const held: Array<{ key: string; size: number }> = [];
   const extraneous = tally();
@@ -162,12 +162,8 @@ export async function mirrorBucket(source: Side, destination: Side, options: Mir
     err instanceof TargetUnreachableError || signal?.aborted
       ? err
       : new MirrorStoppedError(`${describeError(err)}; source ${source.store.label} (${source.store.endpoint}), destination ${destination.store.label} (${destination.store.endpoint})`, { cause: err });
-  const run = async (task: () => Promise<void>) => {
-    while (inFlight.size >= options.concurrency) await Promise.race(inFlight);
-    const p = task().finally(() => inFlight.delete(p));
-    p.catch(() => {}); // awaited later through inFlight; this only keeps an early rejection from being "unhandled"
-    inFlight.add(p);
-  };
+  const pool = taskPool(options.concurrency);
+  const run = pool.run;
   const deleteBatch = async (batch: Array<{ key: string; size: number }>) => {
     if (batch.length === 0) return;
     for (const d of batch) options.onAction?.({ action: 'delete', key: d.key, size: d.size, reason: 'extraneous' });
@@ -258,7 +254,7 @@ export async function mirrorBucket(source: Side, destination: Side, options: Mir
       });
     }
   }
-  while (inFlight.size > 0) await Promise.all(inFlight);
+  await pool.drain();
 
   if (options.deletion === 'delete') {
     const guard = checkDeletion({ source: result.source.count, destination: result.destination.count, extraneous: extraneous.count }, options.maxDeletePercent, options.force ?? false);

@@ -244,7 +244,7 @@ export class S3Store implements TargetStore {
     return this.put(key, Readable.from([body]), { contentType: 'application/json', signal: options.signal });
   }
 
-  async get(key: string, options: { signal?: AbortSignal; range?: { start: number; end: number } } = {}): Promise<Readable> {
+  async get(key: string, options: { signal?: AbortSignal; range?: { start: number; end: number }; versionId?: string } = {}): Promise<Readable> {
     const request = { operation: 'GetObject', key };
     let body: Readable;
     try {
@@ -252,6 +252,7 @@ export class S3Store implements TargetStore {
         new GetObjectCommand({
           Bucket: this.bucket,
           Key: key,
+          VersionId: options.versionId,
           Range: options.range ? `bytes=${options.range.start}-${options.range.end}` : undefined,
         }),
         { abortSignal: options.signal },

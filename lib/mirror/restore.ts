@@ -1,0 +1,201 @@
+import type { Logger } from 'pino';
+import { isUnreachable, TargetUnreachableError } from '../targets/errors.js';
+import { hashStream } from '../targets/hash.js';
+import type { S3Store } from '../targets/s3.js';
+import { ObjectNotFoundError, type ObjectInfo } from '../targets/store.js';
+import { copyObject } from './copy.js';
+import { SOURCE_ETAG_METADATA, unwrapMirrored } from './headers.js';
+import { mergeJoin } from './merge.js';
+import { describeError, MirrorStoppedError } from './mirror.js';
+import { taskPool } from './pool.js';
+
+export interface BucketRestoreOptions {
+  /** Only keys under this prefix, relative to the mirror ("2024/" restores <mirror>/2024/…). */
+  prefix: string;
+  /** The state of a versioned hub at this time; default: its current state. */
+  at?: Date;
+  /** Replace destination objects newer than the hub's copy. */
+  overwrite: boolean;
+  dryRun: boolean;
+  multipartThreshold: number;
+  partSize: number;
+  concurrency: number;
+  sample: number;
+  signal?: AbortSignal;
+  log: Logger;
+  /** After every object settled (copied, unchanged or kept): the running totals. */
+  onProgress?: (done: { objects: number; bytes: number }) => void;
+}
+
+interface Tally {
+  count: number;
+  bytes: number;
+}
+
+export interface BucketRestoreResult {
+  /** Objects of the mirror (at --at) under the prefix. */
+  source: Tally;
+  copied: Tally;
+  /** Already at the destination with the same size and ETag (or the ETag the mirror recorded). */
+  unchanged: Tally;
+  /** Newer at the destination than the hub's copy: left alone without --overwrite. */
+  keptNewer: { count: number; bytes: number; first: string[] };
+  /** Destination objects the mirror does not have: a restore never deletes. */
+  untouched: Tally;
+  failed: { count: number; first: Array<{ key: string; error: string }> };
+  heads: number;
+  verification: {
+    listing: { ok: boolean; missing: number; sizeMismatch: number };
+    sample: { requested: number; checked: number; mismatches: Array<{ key: string; hub: string; destination: string }> };
+  };
+}
+
+interface Side {
+  store: S3Store;
+  prefix: string;
+}
+
+type HubObject = ObjectInfo & { versionId?: string };
+
+/** Keys whose newer destination object was kept, remembered so the check does not call them mismatches. */
+const KEPT_REMEMBERED = 100_000;
+
+const tally = (): Tally => ({ count: 0, bytes: 0 });
+const add = (t: Tally, size: number) => {
+  t.count += 1;
+  t.bytes += size;
+};
+
+async function* listUnder(side: Side, prefix: string, at: Date | undefined, signal: AbortSignal | undefined): AsyncIterable<HubObject> {
+  const listing = at ? side.store.listAt(side.prefix + prefix, at, { signal }) : side.store.list(side.prefix + prefix, { signal });
+  for await (const o of listing) yield { ...o, key: o.key.slice(side.prefix.length) };
+}
+
+/**
+ * Copies a mirror on the hub back to a bucket: streaming, merge-joined with the destination's listing
+ * (flat memory), headers as the source had them (Lifeboat's records dropped). It never deletes, and
+ * never replaces a destination object newer than the hub's copy unless told to. Afterwards a second
+ * listing checks every restored object's size, and a sample is compared by sha256.
+ */
+export async function restoreBucket(hub: Side, destination: Side, options: BucketRestoreOptions): Promise<BucketRestoreResult> {
+  const { signal, log } = options;
+  const result: BucketRestoreResult = {
+    source: tally(), copied: tally(), unchanged: tally(), keptNewer: { count: 0, bytes: 0, first: [] }, untouched: tally(),
+    failed: { count: 0, first: [] }, heads: 0,
+    verification: { listing: { ok: false, missing: 0, sizeMismatch: 0 }, sample: { requested: options.sample, checked: 0, mismatches: [] } },
+  };
+  const kept = new Set<string>();
+  const sample: HubObject[] = [];
+  let seen = 0;
+  const pool = taskPool(options.concurrency);
+  const settled = () => options.onProgress?.({ objects: result.copied.count + result.unchanged.count + result.keptNewer.count, bytes: result.copied.bytes + result.unchanged.bytes + result.keptNewer.bytes });
+  // Reservoir sample of what the destination now holds from the hub: every such object equally likely.
+  const offer = (o: HubObject) => {
+    seen += 1;
+    if (sample.length < options.sample) sample.push(o);
+    else if (options.sample > 0 && Math.random() * seen < options.sample) sample[Math.floor(Math.random() * options.sample)] = o;
+  };
+  const fail = (key: string, err: unknown) => {
+    result.failed.count += 1;
+    const error = describeError(err);
+    if (result.failed.first.length < 100) result.failed.first.push({ key, error });
+    log.warn({ key, err: error }, 'object failed');
+  };
+  const stop = (err: unknown): unknown =>
+    err instanceof TargetUnreachableError || signal?.aborted
+      ? err
+      : new MirrorStoppedError(`${describeError(err)}; hub ${hub.store.label} (${hub.store.endpoint}), destination ${destination.store.label} (${destination.store.endpoint})`, { cause: err });
+  const copy = async (o: HubObject) => {
+    offer(o);
+    if (options.dryRun) return add(result.copied, o.size);
+    try {
+      await copyObject({
+        source: { client: hub.store.client, bucket: hub.store.bucket, key: hub.prefix + o.key, etag: o.etag, size: o.size, versionId: o.versionId },
+        destination: { client: destination.store.client, bucket: destination.store.bucket, key: destination.prefix + o.key },
+        headers: unwrapMirrored,
+        multipartThreshold: options.multipartThreshold,
+        partSize: options.partSize,
+        partConcurrency: 4,
+        signal,
+      });
+      add(result.copied, o.size);
+      settled();
+    } catch (err) {
+      if (signal?.aborted || isUnreachable(err)) throw stop(err);
+      fail(o.key, err);
+    }
+  };
+  const keep = (o: HubObject) => {
+    add(result.keptNewer, o.size);
+    if (result.keptNewer.first.length < 100) result.keptNewer.first.push(o.key);
+    if (kept.size < KEPT_REMEMBERED) kept.add(o.key);
+    settled();
+  };
+
+  for await (const { key, source: s, destination: d } of mergeJoin(listUnder(hub, options.prefix, options.at, signal), listUnder(destination, options.prefix, undefined, signal), (o) => o.key, (o) => o.key)) {
+    signal?.throwIfAborted();
+    if (!s) {
+      add(result.untouched, d!.size);
+      continue;
+    }
+    add(result.source, s.size);
+    if (!d) {
+      await pool.run(() => copy(s));
+    } else if (d.size === s.size && d.etag === s.etag) {
+      add(result.unchanged, s.size);
+      offer(s);
+      settled();
+    } else {
+      await pool.run(async () => {
+        // The original of a multipart copy: its ETag is the one the mirror recorded on the hub.
+        if (d.size === s.size && !s.versionId) {
+          result.heads += 1;
+          const head = await hub.store.head(hub.prefix + key, { signal }).catch((err: unknown) => {
+            if (signal?.aborted || isUnreachable(err)) throw stop(err);
+            return undefined;
+          });
+          if (head?.metadata[SOURCE_ETAG_METADATA] === d.etag) {
+            add(result.unchanged, s.size);
+            offer(s);
+            return settled();
+          }
+        }
+        if (d.lastModified.getTime() > s.lastModified.getTime() && !options.overwrite) return keep(s);
+        return copy(s);
+      });
+    }
+  }
+  await pool.drain();
+  if (!options.dryRun) await check(hub, destination, options, result, kept, sample);
+  return result;
+}
+
+/** Every hub object present at the destination with its size (kept newer ones aside), and the sample's sha256 equal. */
+async function check(hub: Side, destination: Side, options: BucketRestoreOptions, result: BucketRestoreResult, kept: Set<string>, sample: HubObject[]) {
+  const listing = result.verification.listing;
+  for await (const { key, source: s, destination: d } of mergeJoin(listUnder(hub, options.prefix, options.at, options.signal), listUnder(destination, options.prefix, undefined, options.signal), (o) => o.key, (o) => o.key)) {
+    if (!s) continue;
+    if (!d) listing.missing += 1;
+    else if (d.size !== s.size && !kept.has(key)) listing.sizeMismatch += 1;
+  }
+  listing.ok = listing.missing === 0 && listing.sizeMismatch === 0;
+  const checked = sample.filter((o) => !kept.has(o.key));
+  let next = 0;
+  const checkOne = async (o: HubObject) => {
+    try {
+      const [a, b] = await Promise.all([
+        hub.store.get(hub.prefix + o.key, { signal: options.signal, versionId: o.versionId }).then(hashStream),
+        destination.store.get(destination.prefix + o.key, { signal: options.signal }).then(hashStream),
+      ]);
+      result.verification.sample.checked += 1;
+      if (a.sha256 !== b.sha256) result.verification.sample.mismatches.push({ key: o.key, hub: a.sha256, destination: b.sha256 });
+    } catch (err) {
+      if (err instanceof ObjectNotFoundError) return; // counted by the listing
+      result.failed.count += 1;
+      if (result.failed.first.length < 100) result.failed.first.push({ key: o.key, error: `sample check: ${describeError(err)}` });
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(4, checked.length) }, async () => {
+    while (next < checked.length) await checkOne(checked[next++]!);
+  }));
+}
