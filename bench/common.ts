@@ -49,3 +49,26 @@ export function printTable(rows: string[][]): void {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
   for (const r of rows) console.log(r.map((c, i) => c.padEnd(widths[i]!)).join('  '));
 }
+
+export interface Usage {
+  seconds: number;
+  cpuSeconds: number;
+  maxRssMiB: number;
+}
+
+/** Runs a shell command under GNU time (Debian's `time`): wall seconds, user+system CPU seconds and peak RSS. */
+export function measureShell(command: string, options: { env?: NodeJS.ProcessEnv } = {}): Promise<Usage> {
+  return new Promise((resolve, reject) => {
+    const started = process.hrtime.bigint();
+    const child = spawn('/usr/bin/time', ['-f', 'usage %U %S %M', 'bash', '-o', 'pipefail', '-c', command], { env: options.env ?? process.env, stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    child.stderr!.on('data', (c) => (err += c));
+    child.on('error', reject);
+    child.on('close', (code) => {
+      if (code !== 0) return reject(new Error(`${command} exited ${code}\n${err.slice(-4000)}`));
+      const m = /usage ([\d.]+) ([\d.]+) (\d+)\s*$/.exec(err);
+      if (!m) return reject(new Error(`no usage line from /usr/bin/time for ${command}`));
+      resolve({ seconds: Number(process.hrtime.bigint() - started) / 1e9, cpuSeconds: Number(m[1]) + Number(m[2]), maxRssMiB: Number(m[3]) / 1024 });
+    });
+  });
+}
