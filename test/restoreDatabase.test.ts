@@ -231,6 +231,25 @@ describe('lifeboat restore --database (the built CLI, a dumpPostgres backup on R
     }
   });
 
+  it('--json prints one result object on stdout, for a restore and for a refusal alike', async () => {
+    const fresh = await startThrowawayCluster();
+    try {
+      const run = await lifeboat(['restore', 'one', '--database', 'beta', '--as', 'beta_json', '--to', fresh.url, '--json']);
+      expect(run.code, run.stderr).toBe(0);
+      expect(JSON.parse(run.stdout)).toMatchObject({
+        ok: true, dataset: 'one', backup: '20261121T020000Z', key: expect.stringMatching(/^one\/20261121T020000Z\//), sha256: expect.stringMatching(/^[0-9a-f]{64}$/),
+        restored: { database: 'beta', as: 'beta_json', rolesCreated: [], rolesMissing: { app_owner: 1 } },
+      });
+      expect(await psql(withDatabase(fresh.url, 'beta_json'), ITEMS_FINGERPRINT)).toBe(await psql(withDatabase(source.url, 'beta'), ITEMS_FINGERPRINT));
+
+      const refused = await lifeboat(['restore', 'one', '--database', 'beta', '--as', 'beta_json', '--to', fresh.url, '--json']);
+      expect(refused.code).toBe(1);
+      expect(JSON.parse(refused.stdout)).toEqual({ ok: false, dataset: 'one', error: expect.stringContaining('already has database "beta_json"'), exitCode: 1 });
+    } finally {
+      await fresh.stop();
+    }
+  });
+
   it('--roles creates the missing role that owns the tables, and nothing else', async () => {
     const fresh = await startThrowawayCluster();
     try {

@@ -60,6 +60,22 @@ export interface RestoreOptions {
   list?: boolean;
   /** Print what a --database restore would do and exit. */
   dryRun?: boolean;
+  /** Print the result as one JSON object on stdout. */
+  json?: boolean;
+}
+
+/** What `restore --json` prints for a postgres restore. */
+export interface PostgresRestoreResult {
+  ok: true;
+  dataset: string;
+  backup: string;
+  key: string;
+  bytes: number;
+  sha256: string;
+  destination: string;
+  durationMs: number;
+  /** The whole pg_dumpall, or one database out of it. */
+  restored: { databases: string[] } | { database: string; as: string; rolesCreated: string[]; rolesMissing: Record<string, number> };
 }
 
 export type RestoreCliOptions = RestoreOptions & Omit<BucketRestoreCommandOptions, keyof RestoreOptions> & { toDir?: string };
@@ -68,6 +84,15 @@ const BUCKET_FLAGS = ['toTarget', 'toSource', 'toBucket', 'toPrefix', 'prefix', 
 
 /** `lifeboat restore`: postgres into a server (`--to`), a bucket mirror into a bucket (`--to-target`/`--to-source`), etcd into a directory (`--to-dir`). */
 export async function restoreByKind(config: Config, log: Logger, opts: RestoreCliOptions): Promise<number> {
+  if (!opts.json) return restoreFor(config, log, opts);
+  // With --json a failure is a result too, so a script reads one object whatever happened.
+  return restoreFor(config, log, opts).catch((err: unknown) => {
+    process.stdout.write(`${JSON.stringify({ ok: false, dataset: opts.dataset, error: err instanceof Error ? err.message : String(err), exitCode: exitCodeOf(err) })}\n`);
+    throw err;
+  });
+}
+
+async function restoreFor(config: Config, log: Logger, opts: RestoreCliOptions): Promise<number> {
   const kind = config.datasets.find((d) => d.id === opts.dataset)?.kind;
   const bucketFlags = BUCKET_FLAGS.filter((f) => opts[f] !== undefined);
   if (kind === 'bucket') {
@@ -120,8 +145,8 @@ export async function restoreCommand(config: Config, log: Logger, opts: RestoreO
     out(`backup ${entry.id} of ${dataset.id}: ${manifest.artifact.key} (${formatBytes(manifest.artifact.size)}, ${entry.status})`);
     if (entry.status === 'corrupt' && !opts.force) throw new CliError(`backup ${entry.id} failed verification; choose another with --backup, or --force`, EXIT.failed);
     const job: RestoreJob = { store, entry, destination: destination!, policy, out, force: opts.force ?? false };
-    if (opts.database !== undefined) await restoreOneDatabase(job, { database: opts.database, as: opts.as, roles: opts.roles ?? false, dryRun: opts.dryRun ?? false });
-    else await restoreWholeCluster(job);
+    const result = opts.database !== undefined ? await restoreOneDatabase(job, { database: opts.database, as: opts.as, roles: opts.roles ?? false, dryRun: opts.dryRun ?? false }) : await restoreWholeCluster(job);
+    if (result && opts.json) process.stdout.write(`${JSON.stringify(result)}\n`);
   } finally {
     await deps.close();
   }
@@ -166,7 +191,7 @@ async function verifyArtifact({ store, entry: { manifest }, policy, out }: Resto
   out('sha256 matches the manifest');
 }
 
-async function restoreWholeCluster(job: RestoreJob): Promise<void> {
+async function restoreWholeCluster(job: RestoreJob): Promise<PostgresRestoreResult> {
   const { store, entry: { manifest }, destination, policy, out } = job;
   await verifyArtifact(job);
 
@@ -185,6 +210,11 @@ async function restoreWholeCluster(job: RestoreJob): Promise<void> {
     throw new CliError(`restore finished with ${restored.errors.length} errors`, EXIT.failed);
   }
   out(`restored ${databases.length} databases (${databases.join(', ')}) into ${destination.label} in ${(restored.durationMs / 1000).toFixed(1)} s`);
+  return { ...resultOf(job, restored), restored: { databases } };
+}
+
+function resultOf({ entry: { id, dataset, manifest }, destination }: RestoreJob, restored: { sha256: string; durationMs: number }): Omit<PostgresRestoreResult, 'restored'> {
+  return { ok: true, dataset, backup: id, key: manifest.artifact.key, bytes: manifest.artifact.size, sha256: restored.sha256, destination: destination.label, durationMs: restored.durationMs };
 }
 
 /** Roles at the destination, read before anything is written: --roles creates only the others. */
@@ -199,7 +229,7 @@ const listNames = (names: string[]) => names.map((n) => JSON.stringify(n)).join(
  * `--database NAME [--as NEWNAME] [--roles] [--dry-run]`: one database's section of the pg_dumpall
  * backup, cut from the stream on its way to psql.
  */
-async function restoreOneDatabase(job: RestoreJob, opts: { database: string; as?: string; roles: boolean; dryRun: boolean }): Promise<void> {
+async function restoreOneDatabase(job: RestoreJob, opts: { database: string; as?: string; roles: boolean; dryRun: boolean }): Promise<PostgresRestoreResult | undefined> {
   const { store, entry: { id, manifest }, destination, policy, out } = job;
   const inBackup = (manifest.source as ManifestSource).databases;
   // The manifest says what the dump holds; the cutter checks again while it reads.
@@ -247,6 +277,7 @@ async function restoreOneDatabase(job: RestoreJob, opts: { database: string; as?
     throw new CliError(`restore finished with ${restored.errors.length} errors`, EXIT.failed);
   }
   out(`restored database ${described} into ${destination.label} in ${(restored.durationMs / 1000).toFixed(1)} s`);
+  return { ...resultOf(job, restored), restored: { database: opts.database, as: targetName, rolesCreated, rolesMissing: droppedForMissingRole } };
 }
 
 /** `lifeboat drill`: the drillRestore function, inline, then its check table. */
