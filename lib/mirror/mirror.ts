@@ -1,7 +1,7 @@
 import { S3ServiceException } from '@aws-sdk/client-s3';
 import type { Logger } from 'pino';
 import { PermanentError } from '../../queue/errors.js';
-import { describeS3Error, isUnreachable, TargetError, TargetUnreachableError } from '../targets/errors.js';
+import { describeS3Error, isUnreachable, TargetError } from '../targets/errors.js';
 import { hashStream } from '../targets/hash.js';
 import type { S3Store } from '../targets/s3.js';
 import { ObjectNotFoundError, type ObjectInfo } from '../targets/store.js';
@@ -10,6 +10,7 @@ import { copyObject } from './copy.js';
 import { SOURCE_ETAG_METADATA, SOURCE_HEADERS_METADATA } from './headers.js';
 import { mergeJoin } from './merge.js';
 import { taskPool } from './pool.js';
+import { add, recordFailure, Reservoir, stopError, tally, type Tally } from './run.js';
 
 export interface MirrorOptions {
   deletion: 'keep' | 'delete';
@@ -56,10 +57,6 @@ export interface DeletionGuard {
   limitPercent: number;
 }
 
-interface Tally {
-  count: number;
-  bytes: number;
-}
 
 export interface MirrorResult {
   source: Tally;
@@ -78,18 +75,10 @@ export interface MirrorResult {
   };
 }
 
-const tally = (): Tally => ({ count: 0, bytes: 0 });
 const DEFAULT_HELD_DELETE_KEYS = 10_000;
 const DELETE_BATCH = 1000;
-const add = (t: Tally, size: number) => {
-  t.count += 1;
-  t.bytes += size;
-};
 
-/** A mirror run stopped because a side stopped answering; retryable, naming both sides. */
-export class MirrorStoppedError extends Error {
-  override name = 'MirrorStoppedError';
-}
+export { MirrorStoppedError } from './run.js';
 
 /** Access denied or a missing bucket cannot fix itself: permanent, naming the dataset's side. */
 export async function checkBucket(store: S3Store, side: string, signal?: AbortSignal): Promise<void> {
@@ -148,20 +137,9 @@ export async function mirrorBucket(source: Side, destination: Side, options: Mir
   const heldLimit = options.heldDeleteKeys ?? DEFAULT_HELD_DELETE_KEYS;
   const held: Array<{ key: string; size: number }> = [];
   const extraneous = tally();
-  const sample: ObjectInfo[] = [];
-  let seen = 0;
-
-  const fail = (key: string, err: unknown) => {
-    result.failed.count += 1;
-    const error = describeError(err);
-    if (result.failed.first.length < 100) result.failed.first.push({ key, error });
-    log.warn({ key, err: error }, 'object failed');
-  };
-  // A hung or gone side ends the run (retried by policy) instead of failing object after object.
-  const stop = (err: unknown): unknown =>
-    err instanceof TargetUnreachableError || signal?.aborted
-      ? err
-      : new MirrorStoppedError(`${describeError(err)}; source ${source.store.label} (${source.store.endpoint}), destination ${destination.store.label} (${destination.store.endpoint})`, { cause: err });
+  const sample = new Reservoir<ObjectInfo>(options.sample);
+  const fail = (key: string, err: unknown) => recordFailure(result.failed, log, key, describeError(err));
+  const stop = (err: unknown) => stopError(err, describeError(err), { source: source.store, destination: destination.store }, signal);
   const pool = taskPool(options.concurrency);
   const run = pool.run;
   const deleteBatch = async (batch: Array<{ key: string; size: number }>) => {
@@ -228,10 +206,7 @@ export async function mirrorBucket(source: Side, destination: Side, options: Mir
       continue;
     }
     add(result.source, s.size);
-    // Reservoir sample: every source object equally likely, in constant memory.
-    seen += 1;
-    if (sample.length < options.sample) sample.push(s);
-    else if (options.sample > 0 && Math.random() * seen < options.sample) sample[Math.floor(Math.random() * options.sample)] = s;
+    sample.offer(s); // every source object equally likely
     if (!d) await copy(s, 'new');
     else if (d.size !== s.size) await copy(s, 'changed');
     else if (d.etag === s.etag && s.lastModified <= d.lastModified) add(result.skipped, s.size);
@@ -266,7 +241,7 @@ export async function mirrorBucket(source: Side, destination: Side, options: Mir
       if (extraneous.count > held.length) await deleteBeyondHeld(held.at(-1)?.key, extraneous.count - held.length);
     }
   }
-  if (!options.dryRun) await verify(source, destination, options, result, sample);
+  if (!options.dryRun) await verify(source, destination, options, result, sample.items);
   return result;
 }
 

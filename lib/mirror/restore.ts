@@ -1,13 +1,14 @@
 import type { Logger } from 'pino';
-import { isUnreachable, TargetUnreachableError } from '../targets/errors.js';
+import { isUnreachable } from '../targets/errors.js';
 import { hashStream } from '../targets/hash.js';
 import type { S3Store } from '../targets/s3.js';
 import { ObjectNotFoundError, type ObjectInfo } from '../targets/store.js';
 import { copyObject } from './copy.js';
 import { SOURCE_ETAG_METADATA, unwrapMirrored } from './headers.js';
 import { mergeJoin } from './merge.js';
-import { describeError, MirrorStoppedError } from './mirror.js';
+import { describeError } from './mirror.js';
 import { taskPool } from './pool.js';
+import { add, recordFailure, Reservoir, stopError, tally, type Tally } from './run.js';
 
 export interface BucketRestoreOptions {
   /** Only keys under this prefix, relative to the mirror ("2024/" restores <mirror>/2024/…). */
@@ -27,10 +28,6 @@ export interface BucketRestoreOptions {
   onProgress?: (done: { objects: number; bytes: number }) => void;
 }
 
-interface Tally {
-  count: number;
-  bytes: number;
-}
 
 export interface BucketRestoreResult {
   /** Objects of the mirror (at --at) under the prefix. */
@@ -60,11 +57,6 @@ type HubObject = ObjectInfo & { versionId?: string };
 /** Keys whose newer destination object was kept, remembered so the check does not call them mismatches. */
 const KEPT_REMEMBERED = 100_000;
 
-const tally = (): Tally => ({ count: 0, bytes: 0 });
-const add = (t: Tally, size: number) => {
-  t.count += 1;
-  t.bytes += size;
-};
 
 async function* listUnder(side: Side, prefix: string, at: Date | undefined, signal: AbortSignal | undefined): AsyncIterable<HubObject> {
   const listing = at ? side.store.listAt(side.prefix + prefix, at, { signal }) : side.store.list(side.prefix + prefix, { signal });
@@ -85,26 +77,13 @@ export async function restoreBucket(hub: Side, destination: Side, options: Bucke
     verification: { listing: { ok: false, missing: 0, sizeMismatch: 0 }, sample: { requested: options.sample, checked: 0, mismatches: [] } },
   };
   const kept = new Set<string>();
-  const sample: HubObject[] = [];
-  let seen = 0;
+  const sample = new Reservoir<HubObject>(options.sample);
   const pool = taskPool(options.concurrency);
   const settled = () => options.onProgress?.({ objects: result.copied.count + result.unchanged.count + result.keptNewer.count, bytes: result.copied.bytes + result.unchanged.bytes + result.keptNewer.bytes });
-  // Reservoir sample of what the destination now holds from the hub: every such object equally likely.
-  const offer = (o: HubObject) => {
-    seen += 1;
-    if (sample.length < options.sample) sample.push(o);
-    else if (options.sample > 0 && Math.random() * seen < options.sample) sample[Math.floor(Math.random() * options.sample)] = o;
-  };
-  const fail = (key: string, err: unknown) => {
-    result.failed.count += 1;
-    const error = describeError(err);
-    if (result.failed.first.length < 100) result.failed.first.push({ key, error });
-    log.warn({ key, err: error }, 'object failed');
-  };
-  const stop = (err: unknown): unknown =>
-    err instanceof TargetUnreachableError || signal?.aborted
-      ? err
-      : new MirrorStoppedError(`${describeError(err)}; hub ${hub.store.label} (${hub.store.endpoint}), destination ${destination.store.label} (${destination.store.endpoint})`, { cause: err });
+  // What the destination now holds from the hub, every such object equally likely.
+  const offer = (o: HubObject) => sample.offer(o);
+  const fail = (key: string, err: unknown) => recordFailure(result.failed, log, key, describeError(err));
+  const stop = (err: unknown) => stopError(err, describeError(err), { hub: hub.store, destination: destination.store }, signal);
   const copy = async (o: HubObject) => {
     offer(o);
     if (options.dryRun) return add(result.copied, o.size);
@@ -166,7 +145,7 @@ export async function restoreBucket(hub: Side, destination: Side, options: Bucke
     }
   }
   await pool.drain();
-  if (!options.dryRun) await check(hub, destination, options, result, kept, sample);
+  if (!options.dryRun) await check(hub, destination, options, result, kept, sample.items);
   return result;
 }
 
