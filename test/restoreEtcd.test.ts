@@ -1,9 +1,8 @@
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { uploadEtcd } from '../functions/uploadEtcd.js';
@@ -14,6 +13,7 @@ import type { Config } from '../lib/config/schema.js';
 import { openLocal } from '../lib/plumbing/app.js';
 import { freePort } from '../lib/plumbing/net.js';
 import { runFunction } from '../queue/runner.js';
+import { startEtcd, etcdctl, zipSnapshot } from './etcd.js';
 import { createBucket, logger, removeBucket, s3Client, testConfig } from './helpers.js';
 
 // Real etcd (Debian's etcd-server) makes real snapshots with `etcdctl snapshot save`; real Ceph RGW holds them.
@@ -27,25 +27,11 @@ const raw = `etcd-snapshot-node1-${T1}`;
 const zip = `etcd-snapshot-node1-${T1 + 3600}.zip`;
 const TOKEN = 'K10abc::server:secret-token-value\n';
 
-const etcdctl = (...args: string[]) => execFileSync('etcdctl', args, { env: { ...process.env, ETCDCTL_API: '3' }, stdio: ['ignore', 'pipe', 'pipe'] }).toString();
 const sha256 = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
 
 beforeAll(async () => {
   work = await mkdtemp(join(tmpdir(), 'lb-restore-etcd-'));
-  const [clientPort, peerPort] = [await freePort(), await freePort()];
-  endpoint = `http://127.0.0.1:${clientPort}`;
-  etcd = spawn('etcd', ['--data-dir', join(work, 'data'), '--name', 'node1', '--listen-client-urls', endpoint, '--advertise-client-urls', endpoint,
-    '--listen-peer-urls', `http://127.0.0.1:${peerPort}`, '--initial-advertise-peer-urls', `http://127.0.0.1:${peerPort}`, '--initial-cluster', `node1=http://127.0.0.1:${peerPort}`], { stdio: 'ignore' });
-  const deadline = Date.now() + 15_000;
-  for (;;) {
-    try {
-      etcdctl('--endpoints', endpoint, 'endpoint', 'health');
-      break;
-    } catch {
-      if (Date.now() > deadline) throw new Error('etcd did not start within 15 s');
-      await sleep(100);
-    }
-  }
+  ({ endpoint, process: etcd } = await startEtcd(join(work, 'data')));
   for (let i = 0; i < 200; i++) etcdctl('--endpoints', endpoint, 'put', `/registry/things/${i}`, `value-${i}-${'x'.repeat(200)}`);
   const source = join(work, 'source');
   await mkdir(source);
@@ -53,7 +39,7 @@ beforeAll(async () => {
   const inner = zip.replace(/\.zip$/, '');
   etcdctl('--endpoints', endpoint, 'snapshot', 'save', join(source, inner));
   // k3s compresses a snapshot into a zip holding one file of the same name.
-  execFileSync('python3', ['-c', `import zipfile,sys; z=zipfile.ZipFile(sys.argv[1]+'.zip','w',zipfile.ZIP_DEFLATED); z.write(sys.argv[1], arcname=sys.argv[2]); z.close()`, join(source, inner), inner]);
+  zipSnapshot(join(source, inner), inner);
   await rm(join(source, inner));
   // The snapshots are all we need from etcd.
   etcd.kill('SIGKILL');

@@ -74,13 +74,16 @@ export const drillRecordSchema = z.object({
   backup: z.string(),
   key: z.string(),
   ok: z.boolean(),
-  mode: z.enum(['local', 'kubernetes']),
+  /** How it ran: 'local' or 'kubernetes' (Postgres), 'scratch-prefix' (a mirror), 'temp-dir' (etcd); older records hold only the first two. */
+  mode: z.string(),
   where: z.string(),
   startedAt: z.string(),
   finishedAt: z.string(),
   durationMs: z.number().nonnegative(),
   restoreMs: z.number().nonnegative(),
   checks: z.array(checkSchema),
+  /** Kind-specific figures (objects compared, an etcd snapshot's revision and keys). */
+  details: z.record(z.string(), z.unknown()).optional(),
 });
 export type DrillRecord = z.infer<typeof drillRecordSchema>;
 

@@ -1,16 +1,11 @@
-import { createHash, randomBytes } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
-import { link, lstat, mkdir, open, rename, unlink } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { link, lstat, mkdir, rename, unlink } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
-import { PassThrough, type Readable } from 'node:stream';
-import { once } from 'node:events';
-import { pipeline } from 'node:stream/promises';
 import type { Logger } from 'pino';
 import { listBackups } from '../catalog/catalog.js';
-import type { Check } from '../catalog/manifest.js';
 import type { Config, EtcdDataset } from '../config/schema.js';
-import { fileRangeSource } from '../etcd/local.js';
-import { inspectRawSnapshot, inspectZipSnapshot, parseSnapshotName } from '../etcd/snapshot.js';
+import { downloadToFile, fsyncPath, snapshotChecks } from '../etcd/download.js';
+import { parseSnapshotName } from '../etcd/snapshot.js';
 import { openLocal } from '../plumbing/app.js';
 import { ObjectNotFoundError, type TargetStore } from '../targets/store.js';
 import { CliError, EXIT, inlineRetries } from './exit.js';
@@ -56,59 +51,9 @@ async function exists(path: string): Promise<boolean> {
   );
 }
 
-async function fsyncPath(path: string): Promise<void> {
-  const handle = await open(path, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
-
 /** A temp name in the same directory (so the rename is atomic) that no snapshot name can collide with. */
 function tempPath(dir: string, name: string): string {
   return join(dir, `.${name}.lifeboat-${randomBytes(6).toString('hex')}.partial`);
-}
-
-interface Downloaded {
-  size: number;
-  sha256: string;
-  /** The raw snapshot's trailer, checked while streaming. */
-  trailer?: Check;
-}
-
-/**
- * Streams an object into a new file created 0600 (a snapshot and a token are both cluster secrets),
- * hashing it on the way, then fsyncs. On failure the temp file is removed.
- */
-async function download(stream: Readable, file: string, options: { checkTrailer: boolean; onProgress?: (bytes: number) => void }): Promise<Downloaded> {
-  const whole = createHash('sha256');
-  let size = 0;
-  const tap = options.checkTrailer ? new PassThrough() : undefined;
-  const trailer = tap ? inspectRawSnapshot(tap) : undefined;
-  trailer?.catch(() => {}); // awaited below; a broken download rejects the pipeline first
-  try {
-    await pipeline(
-      stream,
-      async function* (source: AsyncIterable<Buffer>) {
-        for await (const chunk of source) {
-          whole.update(chunk);
-          size += chunk.length;
-          options.onProgress?.(size);
-          if (tap && !tap.write(chunk)) await once(tap, 'drain');
-          yield chunk;
-        }
-        tap?.end();
-      },
-      createWriteStream(file, { flags: 'wx', mode: 0o600 }),
-    );
-    await fsyncPath(file);
-    return { size, sha256: whole.digest('hex'), trailer: trailer ? (await trailer).check : undefined };
-  } catch (err) {
-    tap?.destroy();
-    await unlink(file).catch(() => {});
-    throw err;
-  }
 }
 
 /** Moves a checked temp file to its final name: replacing only with force, so a race never clobbers a file. */
@@ -125,15 +70,6 @@ async function publish(tmp: string, final: string, force: boolean): Promise<void
     await unlink(tmp).catch(() => {});
     throw err;
   }
-}
-
-/** The integrity checks of a downloaded snapshot: the manifest's sha256 and size, then the snapshot's own. */
-async function snapshotChecks(file: string, zip: boolean, got: Downloaded, expected: { sha256: string; size: number }): Promise<Check[]> {
-  const manifestOk = got.sha256 === expected.sha256 && got.size === expected.size;
-  const checks: Check[] = [{ name: 'sha256 (manifest)', ok: manifestOk, detail: manifestOk ? 'matches the manifest' : `sha256 ${got.sha256}, ${got.size} bytes; manifest ${expected.sha256}, ${expected.size} bytes` }];
-  if (zip) checks.push(...(await inspectZipSnapshot(fileRangeSource(file, got.size))));
-  else if (got.trailer) checks.push(got.trailer);
-  return checks;
 }
 
 type TokenOutcome = { state: 'written'; path: string } | { state: 'absent'; key: string } | { state: 'not uploaded' };
@@ -171,9 +107,9 @@ export async function restoreEtcdCommand(config: Config, log: Logger, opts: Rest
       }
     }
 
-    const progress = progressPrinter('downloading');
+    const progress = progressPrinter('downloading', { bytes: artifact.size });
     const tmp = tempPath(dir, name);
-    const got = await readStep(`downloading ${artifact.key}`, policy, async () => download(await store.get(artifact.key), tmp, { checkTrailer: !parsed.zip, onProgress: progress }));
+    const got = await readStep(`downloading ${artifact.key}`, policy, async () => downloadToFile(await store.get(artifact.key), tmp, { checkTrailer: !parsed.zip, onProgress: progress }));
     if (progress) process.stderr.write('\n');
     const failed = (await snapshotChecks(tmp, parsed.zip, got, artifact).catch(async (err: unknown) => {
       await unlink(tmp).catch(() => {});
@@ -215,7 +151,7 @@ async function restoreToken(store: TargetStore, dataset: EtcdDataset, dir: strin
       if (err instanceof ObjectNotFoundError) return undefined;
       throw err;
     });
-    return stream ? download(stream, tmp, { checkTrailer: false }) : undefined;
+    return stream ? downloadToFile(stream, tmp, { checkTrailer: false }) : undefined;
   });
   if (!got) return { state: 'absent', key };
   // uploadEtcd records the token's sha256 in its metadata (an s3 target; a dir target keeps none).

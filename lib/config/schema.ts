@@ -220,6 +220,15 @@ export function configSchema(env: NodeJS.ProcessEnv = process.env) {
         sample: z.int().min(0).max(10_000).default(20),
       })
       .prefault({}),
+    /** The restore drill: sampled objects are copied from the hub into a scratch prefix and compared with the source. */
+    drill: z
+      .strictObject({
+        enabled: z.boolean().default(true),
+        schedule: cron.default('0 5 * * 0'),
+        /** Objects restored and compared per drill (plus the largest one). */
+        sample: z.int().min(0).max(10_000).default(50),
+      })
+      .prefault({}),
   });
 
   const etcdDataset = z.strictObject({
@@ -244,6 +253,17 @@ export function configSchema(env: NodeJS.ProcessEnv = process.env) {
     target: datasetTarget,
     /** How often to look for new snapshots (k3s takes them on its own schedule). */
     schedule: cron.default('*/15 * * * *'),
+    /** The restore drill: the newest snapshot is restored into a temp dir with etcdutl (else etcdctl); nothing is started. */
+    drill: z
+      .strictObject({
+        enabled: z.boolean().default(true),
+        schedule: cron.default('0 5 * * 0'),
+        /** etcdutl binary (etcd 3.5+); default: etcdutl on PATH. */
+        etcdutl: z.string().min(1).optional(),
+        /** etcdctl binary, used when there is no etcdutl; default: etcdctl on PATH. */
+        etcdctl: z.string().min(1).optional(),
+      })
+      .prefault({}),
   });
 
   /** Velero writes to the hub itself; Lifeboat verifies what arrives (bucket notifications) and tracks freshness. */
@@ -252,6 +272,36 @@ export function configSchema(env: NodeJS.ProcessEnv = process.env) {
     kind: z.literal('velero'),
     staleAfterHours,
     target: datasetTarget,
+    /**
+     * drillRestore: a Velero Restore of the newest Completed backup into scratch namespaces, checked and
+     * deleted. enabled defaults to true only when drill.kubernetes is set: without it there is no cluster to restore into.
+     */
+    drill: z
+      .strictObject({
+        enabled: z.boolean().optional(),
+        schedule: cron.default('0 5 * * 0'),
+        kubernetes: z
+          .strictObject({
+            kubeconfig,
+            veleroNamespace: z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, 'must be a namespace name').default('velero'),
+            /** Source namespaces to restore; default: the backup's spec.includedNamespaces when it lists explicit ones. */
+            namespaces: z
+              .array(z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, 'must be a namespace name (1-63 lowercase letters, digits or dashes)'))
+              .min(1)
+              .refine((names) => new Set(names).size === names.length, 'must not list a namespace twice')
+              .optional(),
+            /** Scratch namespaces are <scratchPrefix>-<hash>-<source namespace>, cut to 63 characters. */
+            scratchPrefix: z.string().regex(/^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$/, 'must be 1-40 lowercase letters, digits or dashes, starting and ending with a letter or digit').default('lifeboat-drill'),
+            /** How long the restore may take before the attempt fails (retryably). */
+            timeoutSeconds: z.int().min(1).default(1800),
+          })
+          .optional(),
+      })
+      .superRefine((drill, ctx) => {
+        if (drill.enabled && !drill.kubernetes) ctx.addIssue({ code: 'custom', path: ['kubernetes'], message: 'required when drill.enabled is true: the drill restores through the cluster API' });
+      })
+      .transform(({ enabled, ...drill }) => ({ ...drill, enabled: enabled ?? drill.kubernetes !== undefined }))
+      .prefault({}),
   });
 
   const dataset = z.discriminatedUnion('kind', [postgresDataset, bucketDataset, etcdDataset, veleroDataset]);
@@ -381,6 +431,7 @@ export type Dataset = Config['datasets'][number];
 export type PostgresDataset = Extract<Dataset, { kind: 'postgres' }>;
 export type BucketDataset = Extract<Dataset, { kind: 'bucket' }>;
 export type EtcdDataset = Extract<Dataset, { kind: 'etcd' }>;
+export type VeleroDataset = Extract<Dataset, { kind: 'velero' }>;
 export type TargetConfig = Config['targets'][string];
 export type S3TargetConfig = Extract<TargetConfig, { kind: 's3' }>;
 export type DirTargetConfig = Extract<TargetConfig, { kind: 'dir' }>;

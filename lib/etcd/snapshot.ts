@@ -1,5 +1,7 @@
 import { createHash } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
 import { PassThrough, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { createRequire } from 'node:module';
 import yauzl from 'yauzl';
 import type { Check } from '../catalog/manifest.js';
@@ -132,4 +134,35 @@ export async function inspectZipSnapshot(source: RangeSource): Promise<Check[]> 
   }
   if (checks.length === 0) checks.push({ name: 'zip', ok: false, detail: 'no file inside' });
   return checks;
+}
+
+/**
+ * Writes the snapshot a k3s .zip holds (its one file) to `file`, created 0600. The entry's name is not
+ * used as a path, so a hostile zip cannot write elsewhere. Pair it with inspectZipSnapshot for the checks.
+ */
+export async function extractZipSnapshot(source: RangeSource, file: string): Promise<{ entry: string; size: number }> {
+  const zip = await openZip(source);
+  try {
+    const entry = await new Promise<yauzl.Entry>((resolve, reject) => {
+      zip.on('error', reject);
+      zip.on('end', () => reject(new Error('the zip holds no file')));
+      zip.on('entry', (e: yauzl.Entry) => (e.fileName.endsWith('/') ? zip.readEntry() : resolve(e)));
+      zip.readEntry();
+    });
+    const stream = await new Promise<Readable>((resolve, reject) => zip.openReadStream(entry, (err, s) => (err || !s ? reject(err ?? new Error(`cannot open ${entry.fileName}`)) : resolve(s))));
+    let size = 0;
+    await pipeline(
+      stream,
+      async function* (chunks: AsyncIterable<Buffer>) {
+        for await (const chunk of chunks) {
+          size += chunk.length;
+          yield chunk;
+        }
+      },
+      createWriteStream(file, { flags: 'wx', mode: 0o600 }),
+    );
+    return { entry: entry.fileName, size };
+  } finally {
+    zip.close();
+  }
 }

@@ -23,6 +23,13 @@ export async function targetEvents(deps: Deps, dataset: Dataset, entries?: Backu
       if (record.success && record.data.ok && record.data.completedAt && (!newest || record.data.completedAt > newest.completedAt)) newest = { key: record.data.key, completedAt: record.data.completedAt };
     }
     if (newest) out.push({ event: 'backup.observed', payload: { dataset: dataset.id, kind: dataset.kind, key: newest.key, finishedAt: newest.completedAt } });
+    // Velero drill records sit under _lifeboat/drills/ (beside no artifact of ours), one per backup drilled.
+    let drill: ReturnType<typeof drillRecordSchema.parse> | undefined;
+    for await (const o of store.list(`${dataset.target.prefix}${LIFEBOAT_RECORDS}drills/`, { signal })) {
+      const record = drillRecordSchema.safeParse(await store.getJson(o.key, { signal }));
+      if (record.success && (!drill || record.data.finishedAt > drill.finishedAt)) drill = record.data;
+    }
+    if (drill) out.push({ event: 'drill.completed', payload: { dataset: dataset.id, kind: dataset.kind, key: drill.key, ok: drill.ok, startedAt: drill.startedAt, finishedAt: drill.finishedAt, failedChecks: drill.checks.filter((c) => !c.ok).map((c) => c.name) } });
     return out;
   }
   const backups = entries ?? (await listBackups(store, dataset, { signal }));

@@ -1,9 +1,11 @@
 /**
  * A FAKE Kubernetes API server for tests (no real one can run here). It speaks the wire protocols that
  * @kubernetes/client-node uses (checked against 1.4.0 and 2.0.1), so code written against CoreV1Api and Exec runs
- * against it unchanged: JSON REST for core/v1 pods, secrets and namespaces, and the channel.k8s.io WebSocket
- * exec protocol.
+ * against it unchanged: JSON REST for core/v1 pods, secrets and namespaces, velero.io/v1 backups and restores,
+ * and the channel.k8s.io WebSocket exec protocol.
  * Exec'd commands run on THIS machine, with the pod's env added.
+ * Velero itself is played by the fake: a created Restore moves New → InProgress → a final phase, as a test
+ * scripts it (onCreateRestore), and creates the namespaces it maps into.
  *
  * Deliberate simplifications:
  * - Any non-empty bearer token is accepted; there is no TLS.
@@ -11,9 +13,12 @@
  * - addPod/addSecret create their namespace implicitly, as a pod cannot exist without one.
  * - Exec env is per pod, not per container; tty=true is accepted but no terminal is allocated.
  * - Label selectors: only equality requirements (a=b or a==b) joined by commas.
+ * - Velero objects are stored as given; only a Restore's status is ever changed by the fake, and deleting a
+ *   Restore removes it at once (real Velero runs a finalizer first). A restore restores no objects, it only
+ *   creates the namespaces it maps into, labelled as Velero labels what it restores.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer, STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -32,6 +37,34 @@ export interface FakePod {
   env?: Record<string, string>; // extra environment for commands exec'd "in" this pod; also listed as spec.containers[*].env [{name,value}]
 }
 
+/** A Backup in Velero's namespace; the fake builds the velero.io/v1 object from it. */
+export interface FakeVeleroBackup {
+  name: string;
+  namespace?: string; // Velero's namespace, default 'velero'
+  phase?: string; // default 'Completed'
+  completionTimestamp?: string; // ISO; default: now
+  includedNamespaces?: string[]; // spec.includedNamespaces; absent means all (as Velero's '*')
+  totalItems?: number; // status.progress.totalItems (and itemsBackedUp), default 10
+  errors?: number;
+  warnings?: number;
+}
+
+/** How a created Restore ends; returned by onCreateRestore. Every field is optional. */
+export interface FakeRestoreScript {
+  /** Where it ends up; 'InProgress' never finishes. Default Completed, or FailedValidation when the backup does not exist. */
+  phase?: 'Completed' | 'PartiallyFailed' | 'Failed' | 'FailedValidation' | 'InProgress';
+  totalItems?: number; // default: the backup's totalItems
+  itemsRestored?: number; // default: totalItems, or 0 when Failed
+  errors?: number;
+  warnings?: number;
+  failureReason?: string;
+  validationErrors?: string[];
+  /** Whether the namespaces it maps into appear; default: unless the phase is Failed or FailedValidation. */
+  createNamespaces?: boolean;
+  /** How long each step (New → InProgress → final) takes; default 100 ms. */
+  stepMs?: number;
+}
+
 export interface FakeKubeApi {
   url: string; // http://127.0.0.1:<port>
   kubeconfigPath: string; // a kubeconfig YAML file (temp dir) pointing at url, current-context set, user with a bearer token
@@ -44,7 +77,7 @@ export interface FakeKubeApi {
    * in API group "" in the namespace "db"`). As in RBAC, creating a namespace is cluster-scoped: a rule with a namespace
    * never matches it.
    */
-  forbid(verb: 'get' | 'list' | 'create' | 'delete' | 'exec', resource: 'pods' | 'secrets' | 'namespaces', namespace?: string): void;
+  forbid(verb: 'get' | 'list' | 'create' | 'delete' | 'exec', resource: 'pods' | 'secrets' | 'namespaces' | 'backups' | 'restores', namespace?: string): void;
   /**
    * The next exec (the next whose command matches, if `match` is given) closes the WebSocket abruptly (no status on
    * channel 3) after at least n bytes of stdout were sent.
@@ -52,6 +85,12 @@ export interface FakeKubeApi {
   dropNextExecAfter(bytes: number, match?: (command: string[]) => boolean): void;
   /** Serves a cluster-scoped custom resource list at /apis/<group>/<version>/<plural>. */
   addClusterCustomObjects(group: string, version: string, plural: string, kind: string, items: object[]): void;
+  /** Adds a velero.io/v1 Backup (served at /apis/velero.io/v1/namespaces/<ns>/backups). */
+  addVeleroBackup(backup: FakeVeleroBackup): void;
+  /** The Restores that exist now (velero.io/v1 objects, status included), in creation order. */
+  veleroRestores(namespace?: string): any[];
+  /** Called when a Restore is created through the API; says how it ends (default: Completed with the backup's item count). */
+  onCreateRestore?: (restore: { namespace: string; name: string; spec: any; backup?: any }) => FakeRestoreScript | void;
   /** Called when a pod is created through the API (POST); may return env/labels to attach (e.g. to point a scratch postgres pod at a local cluster). */
   onCreatePod?: (pod: { namespace: string; name: string; spec: any; metadata: any }) => Partial<FakePod> | void;
   requests: Array<{ method: string; path: string }>; // every request, in order (path includes query)
@@ -80,6 +119,8 @@ interface Reply { code: number; body: unknown }
 interface PodState { namespace: string; name: string; labels: Record<string, string>; ready: boolean; containers: string[]; env: Record<string, string>; spec: PodSpec }
 interface PodSpec { containers?: Array<{ name?: string; env?: Array<{ name?: string; value?: string }> }> }
 interface KubeObject { metadata?: { name?: string; generateName?: string; labels?: Record<string, string> }; spec?: PodSpec }
+/** A velero.io/v1 object as stored: whatever the client sent, plus server-set metadata and (for restores) status. */
+interface VeleroObject { apiVersion: string; kind: string; metadata: Record<string, unknown> & { name: string; namespace: string; labels?: Record<string, string> }; spec?: any; status?: any }
 /** Where a request points: namespace-scoped resources carry their namespace, a namespace object its own name as both. */
 interface Target { resource: Resource; namespace?: string; name?: string; exec: boolean }
 type Handler = (target: Target, query: URLSearchParams, body: KubeObject) => Reply;
@@ -87,6 +128,8 @@ interface ExecSession { command: string[]; env: Record<string, string>; stdin: b
 
 const USER = 'system:serviceaccount:lifeboat:lifeboat';
 const READY_DELAY_MS = 100;
+const VELERO_GROUP = 'velero.io';
+const VELERO_PLURALS: Partial<Record<Resource, string>> = { backups: 'Backup', restores: 'Restore' };
 const HIGH_WATER = 4 * 1024 * 1024;
 const DRAIN_POLL_MS = 5;
 const STDIN = 0;
@@ -99,6 +142,7 @@ class FakeKubeApiServer implements FakeKubeApi {
   url = '';
   kubeconfigPath = '';
   onCreatePod?: FakeKubeApi['onCreatePod'];
+  onCreateRestore?: FakeKubeApi['onCreateRestore'];
   readonly requests: FakeKubeApi['requests'] = [];
   readonly namespaces: FakeKubeApi['namespaces'] = new Map();
   readonly execs: FakeKubeApi['execs'] = [];
@@ -110,6 +154,8 @@ class FakeKubeApiServer implements FakeKubeApi {
   private dropAfter?: { bytes: number; match?: (command: string[]) => boolean };
   private tempDir = '';
   private readonly customObjects = new Map<string, { apiVersion: string; kind: string; items: object[] }>();
+  /** velero.io/v1 objects by `<plural>/<namespace>/<name>`, in creation order. */
+  private readonly velero = new Map<string, VeleroObject>();
   private readonly http = createServer((req, res) => this.onRequest(req, res));
   private readonly wss: WebSocketServer;
   private readonly handlers: Partial<Record<`${Verb} ${Resource}`, Handler>> = {
@@ -121,6 +167,14 @@ class FakeKubeApiServer implements FakeKubeApi {
     'create namespaces': (_t, _query, body) => this.createNamespace(body),
     'get namespaces': (t) => this.getNamespace(t),
     'delete namespaces': (t) => this.deleteNamespace(t),
+    'list backups': (t, query) => this.listVelero(t, query),
+    'get backups': (t) => this.getVelero(t),
+    'create backups': (t, _query, body) => this.createVelero(t, body),
+    'delete backups': (t) => this.deleteVelero(t),
+    'list restores': (t, query) => this.listVelero(t, query),
+    'get restores': (t) => this.getVelero(t),
+    'create restores': (t, _query, body) => this.createVelero(t, body),
+    'delete restores': (t) => this.deleteVelero(t),
   };
 
   constructor(private readonly protocol: ExecProtocol) {
@@ -168,6 +222,29 @@ class FakeKubeApiServer implements FakeKubeApi {
   /** Serves a cluster-scoped custom resource list at /apis/<group>/<version>/<plural> (e.g. k3s's etcdsnapshotfiles). */
   addClusterCustomObjects(group: string, version: string, plural: string, kind: string, items: object[]): void {
     this.customObjects.set(`/apis/${group}/${version}/${plural}`, { apiVersion: `${group}/${version}`, kind, items });
+  }
+
+  addVeleroBackup(b: FakeVeleroBackup): void {
+    const namespace = b.namespace ?? 'velero';
+    this.ensureNamespace(namespace);
+    const total = b.totalItems ?? 10;
+    this.velero.set(veleroKey('backups', namespace, b.name), {
+      apiVersion: `${VELERO_GROUP}/v1`,
+      kind: 'Backup',
+      metadata: { name: b.name, namespace, uid: randomUUID(), labels: { 'velero.io/storage-location': 'default' } },
+      spec: { ...(b.includedNamespaces && { includedNamespaces: b.includedNamespaces }), storageLocation: 'default', snapshotMoveData: false, defaultVolumesToFsBackup: true },
+      status: {
+        phase: b.phase ?? 'Completed',
+        ...((b.phase ?? 'Completed') !== 'InProgress' && { completionTimestamp: b.completionTimestamp ?? kubeTime(new Date()) }),
+        progress: { totalItems: total, itemsBackedUp: total },
+        ...(b.errors !== undefined && { errors: b.errors }),
+        ...(b.warnings !== undefined && { warnings: b.warnings }),
+      },
+    });
+  }
+
+  veleroRestores(namespace?: string): any[] {
+    return [...this.velero.values()].filter((o) => o.kind === 'Restore' && (namespace === undefined || o.metadata.namespace === namespace));
   }
 
   dropNextExecAfter(bytes: number, match?: (command: string[]) => boolean): void {
@@ -291,7 +368,97 @@ class FakeKubeApiServer implements FakeKubeApi {
     for (const map of [this.pods, this.secrets]) {
       for (const k of map.keys()) if (k.startsWith(`${name}/`)) map.delete(k);
     }
+    for (const [k, o] of this.velero) if (o.metadata.namespace === name) this.velero.delete(k);
     return ok(namespaceJson(name, entry));
+  }
+
+  // --- velero.io/v1 ---
+
+  private listVelero(t: Target, query: URLSearchParams): Reply {
+    const selector = parseSelector(query.get('labelSelector') ?? '');
+    if (!selector) return failure(400, 'BadRequest', `the fake only supports equality label selectors: ${query.get('labelSelector')}`);
+    const items = [...this.velero.values()].filter(
+      (o) => o.kind === VELERO_PLURALS[t.resource] && o.metadata.namespace === t.namespace && [...selector].every(([k, v]) => o.metadata.labels?.[k] === v),
+    );
+    return ok({ apiVersion: `${VELERO_GROUP}/v1`, kind: `${VELERO_PLURALS[t.resource]}List`, metadata: { resourceVersion: '1' }, items });
+  }
+
+  private getVelero(t: Target): Reply {
+    const object = this.velero.get(veleroKey(t.resource, t.namespace, t.name));
+    return object ? ok(object) : notFound(t.resource, t.name);
+  }
+
+  private createVelero(t: Target, body: KubeObject): Reply {
+    const namespace = t.namespace!;
+    const kind = VELERO_PLURALS[t.resource]!;
+    if (!this.liveNamespace(namespace)) return notFound('namespaces', namespace);
+    const name = body.metadata?.name;
+    if (!name) return failure(422, 'Invalid', `${kind} "" is invalid: metadata.name: Required value: name or generateName is required`);
+    const k = veleroKey(t.resource, namespace, name);
+    if (this.velero.has(k)) return failure(409, 'AlreadyExists', `${t.resource}.${VELERO_GROUP} "${name}" already exists`, { name, kind: t.resource });
+    const object: VeleroObject = {
+      ...(body as Omit<VeleroObject, 'metadata'>),
+      apiVersion: `${VELERO_GROUP}/v1`,
+      kind,
+      metadata: { ...body.metadata, name, namespace, uid: randomUUID(), creationTimestamp: kubeTime(new Date()), resourceVersion: '1' },
+    };
+    this.velero.set(k, object);
+    if (kind === 'Restore') this.playVelero(object);
+    return { code: 201, body: object };
+  }
+
+  private deleteVelero(t: Target): Reply {
+    const k = veleroKey(t.resource, t.namespace, t.name);
+    const object = this.velero.get(k);
+    if (!object) return notFound(t.resource, t.name);
+    this.velero.delete(k);
+    return ok(object);
+  }
+
+  /** What Velero's restore controller does with a new Restore: New → InProgress → the scripted final phase. */
+  private playVelero(restore: VeleroObject): void {
+    const { namespace, name } = restore.metadata;
+    const spec = (restore.spec ?? {}) as { backupName?: string; includedNamespaces?: string[]; namespaceMapping?: Record<string, string> };
+    const backup = spec.backupName ? this.velero.get(veleroKey('backups', namespace, spec.backupName)) : undefined;
+    const script = this.onCreateRestore?.({ namespace, name, spec, backup }) ?? {};
+    const phase = script.phase ?? (backup ? 'Completed' : 'FailedValidation');
+    const totalItems = script.totalItems ?? (backup?.status?.progress?.totalItems as number | undefined) ?? 0;
+    const failed = phase === 'Failed' || phase === 'FailedValidation';
+    const alive = () => this.velero.get(veleroKey('restores', namespace, name)) === restore;
+    restore.status = { phase: 'New' };
+    this.later(() => {
+      if (!alive()) return;
+      if (phase === 'FailedValidation') {
+        restore.status = {
+          phase,
+          validationErrors: script.validationErrors ?? [`Error retrieving backup: backups.velero.io "${spec.backupName}" not found`],
+        };
+        return;
+      }
+      restore.status = { phase: 'InProgress', startTimestamp: kubeTime(new Date()), progress: { totalItems, itemsRestored: 0 } };
+      if (phase === 'InProgress') return;
+      this.later(() => {
+        if (!alive()) return;
+        if (script.createNamespaces ?? !failed) {
+          // Velero restores only namespaces the backup holds; an empty list or '*' means all of them.
+          const inBackup = (backup?.spec?.includedNamespaces as string[] | undefined) ?? [];
+          const asked = spec.includedNamespaces?.length && !spec.includedNamespaces.includes('*') ? spec.includedNamespaces : inBackup;
+          for (const source of asked.filter((ns) => inBackup.length === 0 || inBackup.includes(ns))) {
+            const target = spec.namespaceMapping?.[source] ?? source;
+            if (!this.liveNamespace(target)) this.namespaces.set(target, { labels: { 'velero.io/backup-name': spec.backupName ?? '', 'velero.io/restore-name': name }, deleted: false });
+          }
+        }
+        restore.status = {
+          ...restore.status,
+          phase,
+          completionTimestamp: kubeTime(new Date()),
+          progress: { totalItems, itemsRestored: script.itemsRestored ?? (failed ? 0 : totalItems) },
+          ...(script.errors !== undefined && { errors: script.errors }),
+          ...(script.warnings !== undefined && { warnings: script.warnings }),
+          ...(script.failureReason !== undefined && { failureReason: script.failureReason }),
+        };
+      }, script.stepMs);
+    }, script.stepMs);
   }
 
   private liveNamespace(name: string) {
@@ -303,12 +470,12 @@ class FakeKubeApiServer implements FakeKubeApi {
     if (!this.liveNamespace(name)) this.namespaces.set(name, { labels: {}, deleted: false });
   }
 
-  /** Runs fn after READY_DELAY_MS, unless close() comes first. */
-  private later(fn: () => void): void {
+  /** Runs fn after ms (READY_DELAY_MS by default), unless close() comes first. */
+  private later(fn: () => void, ms = READY_DELAY_MS): void {
     const timer = setTimeout(() => {
       this.timers.delete(timer);
       fn();
-    }, READY_DELAY_MS);
+    }, ms);
     this.timers.add(timer);
   }
 
@@ -452,6 +619,11 @@ function rejectUpgrade(socket: Duplex, { code, body }: Reply): void {
 // --- shared helpers ---
 
 function parseTarget(pathname: string): Target | undefined {
+  const velero = /^\/apis\/velero\.io\/v1\/namespaces\/([^/]+)\/(backups|restores)(?:\/([^/]+))?$/.exec(pathname);
+  if (velero) {
+    const [, namespace, resource, name] = velero.map((s) => (s === undefined ? undefined : decodeURIComponent(s)));
+    return { resource: resource as Resource, namespace, name, exec: false };
+  }
   const m = /^\/api\/v1\/namespaces(?:\/([^/]+)(?:\/(pods|secrets)(?:\/([^/]+)(\/exec)?)?)?)?$/.exec(pathname);
   if (!m) return undefined;
   const [, first, resource, name, exec] = m.map((s) => (s === undefined ? undefined : decodeURIComponent(s)));
@@ -531,6 +703,20 @@ function key(namespace: string | undefined, name: string | undefined): string {
   return `${namespace}/${name}`;
 }
 
+function veleroKey(resource: Resource, namespace: string | undefined, name: string | undefined): string {
+  return `${resource}/${namespace}/${name}`;
+}
+
+/** Kubernetes timestamps have whole seconds: 2026-11-26T05:00:00Z. */
+function kubeTime(date: Date): string {
+  return date.toISOString().replace(/\.\d{3}Z$/, 'Z');
+}
+
+/** The API group of a resource ("" for core), as RBAC and NotFound messages name it. */
+function groupOf(resource: Resource): string {
+  return VELERO_PLURALS[resource] ? VELERO_GROUP : '';
+}
+
 function ok(body: unknown): Reply {
   return { code: 200, body };
 }
@@ -540,7 +726,8 @@ function failure(code: number, reason: string, message: string, details?: { name
 }
 
 function notFound(kind: Resource, name: string | undefined): Reply {
-  return failure(404, 'NotFound', `${kind} "${name}" not found`, { name, kind });
+  const qualified = groupOf(kind) ? `${kind}.${groupOf(kind)}` : kind;
+  return failure(404, 'NotFound', `${qualified} "${name}" not found`, { name, kind });
 }
 
 function pathNotFound(): Reply {
@@ -549,10 +736,12 @@ function pathNotFound(): Reply {
 
 /** Worded as RBAC words it; exec is authorized as `create` on the pods/exec subresource. */
 function forbiddenStatus(verb: Verb, t: Target): Reply {
-  const subject = t.name !== undefined ? `${t.resource} "${t.name}"` : t.resource;
+  const group = groupOf(t.resource);
+  const qualified = group ? `${t.resource}.${group}` : t.resource;
+  const subject = t.name !== undefined ? `${qualified} "${t.name}"` : qualified;
   const resource = verb === 'exec' ? 'pods/exec' : t.resource;
   const scope = t.namespace !== undefined ? `in the namespace "${t.namespace}"` : 'at the cluster scope';
-  const message = `${subject} is forbidden: User "${USER}" cannot ${verb === 'exec' ? 'create' : verb} resource "${resource}" in API group "" ${scope}`;
+  const message = `${subject} is forbidden: User "${USER}" cannot ${verb === 'exec' ? 'create' : verb} resource "${resource}" in API group "${group}" ${scope}`;
   return failure(403, 'Forbidden', message, { name: t.name, kind: t.resource });
 }
 
