@@ -332,7 +332,7 @@ datasets:
     const verify = await extra(['verify', 'far', '--retries', '2']);
     expect(verify.stderr).toMatch(/^lifeboat: verifyObject attempt 1\/2 failed: .*; retrying in 2 s$/m);
     const drill = await extra(['drill', 'far', '--retries', '2']);
-    expect(drill.stderr).toMatch(/^lifeboat: listing .* attempt 1\/2 failed: .*; retrying in 2 s$/m);
+    expect(drill.stderr).toMatch(/^lifeboat: drillRestore attempt 1\/2 failed: TargetUnreachableError: .*; retrying in 2 s$/m);
   });
 
   it('exit codes follow the README table, command by command: 0 ok, 1 failed, 2 usage, 3 unavailable', async () => {

@@ -174,6 +174,21 @@ describe('lifeboat restore <bucket-dataset> on real Ceph RGW', () => {
     expect(await listKeys(hub, byReport)).toEqual(['photo-1.jpg', 'photo-2.jpg', 'photo-3.jpg', 'photo-4.jpg']);
   });
 
+  it('lifeboat drill <bucket-dataset> restores a sample into a scratch prefix, compares it with the source and prints the checks', async () => {
+    const { src, dst, mirrorRun } = await setup({ sample: 5 });
+    for (let i = 0; i < 12; i += 1) await put(source, src, `f/${i}.txt`, `file ${i}`);
+    await mirrorRun('2026-11-26T04:00:00Z');
+    const file = join(dir, `${src}.yaml`);
+    const run = await runCli(['drill', 'site', '-c', file], { env: env() });
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stdout).toMatch(/^sha256\s+ok\s+/m);
+    expect(run.stdout).toMatch(/^scratch cleanup\s+ok\s+/m);
+    expect(run.stdout).toMatch(/drill of site backup 20261126T040000Z: passed/);
+    expect(await listKeys(hub, dst, '_lifeboat/drill-scratch/')).toEqual([]);
+    const json = await runCli(['drill', 'site', '--json', '-c', file], { env: env() });
+    expect(JSON.parse(json.stdout)).toMatchObject({ ok: true, dataset: 'site', backup: '20261126T040000Z', key: '_lifeboat/mirrors/site/20261126T040000Z/report.json' });
+  });
+
   it('without versioning on the hub, --at fails and says why; bad flags exit 2 before anything runs', async () => {
     const { src, dst, mirrorRun, cli } = await setup();
     await put(source, src, 'a.txt', 'a');

@@ -16,7 +16,8 @@ import type { Config } from '../config/schema.js';
 import { createLogger } from '../plumbing/logger.js';
 import { buildServer, BOARD_PATH } from '../server.js';
 import { runDemo } from './demo.js';
-import { drillCommand, parseTargetDatabase, restoreByKind, type RestoreCliOptions } from './restore.js';
+import { drillCommand } from './drill.js';
+import { parseTargetDatabase, restoreByKind, type RestoreCliOptions } from './restore.js';
 import { verifyCommand } from './verify.js';
 import { CliError, EXIT, inlineRetries, MAX_ATTEMPTS, parseAttempts, parseIsoDateTime, parsePositiveSeconds } from './exit.js';
 import { backupsTable } from './format.js';
@@ -252,13 +253,14 @@ program
 
 program
   .command('drill')
-  .description('restore a backup into a throwaway Postgres, run the checks, print them (inline, no Redis)')
+  .description('restore drill, inline, no Redis: postgres into a throwaway server, a bucket sample into a scratch prefix, an etcd snapshot into a temp dir, a Velero backup into scratch namespaces; prints the checks')
   .argument('<dataset>', 'dataset id from the config')
-  .option('--backup <id>', 'backup id (default: the newest verified)')
+  .option('--backup <id>', 'backup id, or a Velero backup name (default: the newest drillable)')
+  .option('--json', 'print the drill record as JSON')
   .option('--retries <n>', RETRIES_HELP, parseAttempts)
-  .action(async (dataset: string, opts: { backup?: string; retries?: number }) => {
+  .action(async (dataset: string, opts: { backup?: string; retries?: number; json?: boolean }) => {
     const { config: cfg } = await config();
-    process.exitCode = await drillCommand(cfg, createLogger({ level: process.env.LOG_LEVEL ?? 'fatal' }), { dataset, backup: opts.backup, retries: opts.retries });
+    process.exitCode = await drillCommand(cfg, createLogger({ level: process.env.LOG_LEVEL ?? 'fatal' }), { dataset, ...opts });
   });
 
 program

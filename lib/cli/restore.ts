@@ -1,12 +1,8 @@
 import { InvalidArgumentError } from 'commander';
 import type { Logger } from 'pino';
-import { allFunctions } from '../../functions/index.js';
-import { runInline } from '../../queue/inline.js';
-import { DrillFailedError } from '../../queue/errors.js';
 import { openLocal } from '../plumbing/app.js';
 import { listBackups, type BackupEntry } from '../catalog/catalog.js';
 import type { Config, PostgresDataset } from '../config/schema.js';
-import { drillRecordSchema } from '../catalog/manifest.js';
 import { serverInfo } from '../postgres/connection.js';
 import { checkDatabaseName, DatabaseNotInDumpError } from '../postgres/dumpallSections.js';
 import { dumpRoles, restoreDatabase, restoreDump } from '../postgres/restore.js';
@@ -278,29 +274,4 @@ async function restoreOneDatabase(job: RestoreJob, opts: { database: string; as?
   }
   out(`restored database ${described} into ${destination.label} in ${(restored.durationMs / 1000).toFixed(1)} s`);
   return { ...resultOf(job, restored), restored: { database: opts.database, as: targetName, rolesCreated, rolesMissing: droppedForMissingRole } };
-}
-
-/** `lifeboat drill`: the drillRestore function, inline, then its check table. */
-export async function drillCommand(config: Config, log: Logger, opts: { dataset: string; backup?: string; retries?: number }): Promise<number> {
-  const dataset = postgresDataset(config, opts.dataset);
-  const deps = openLocal(config, log);
-  const policy = inlineRetries(opts.retries);
-  try {
-    const store = deps.storeFor(dataset);
-    const entries = await readStep(`listing ${store.label}`, policy, () => listBackups(store, dataset));
-    const entry = opts.backup ? pickBackup(entries, dataset.id, opts.backup) : entries.find((e) => e.status === 'verified');
-    if (!entry) throw new CliError(`dataset ${dataset.id} has no verified backup to drill`, EXIT.failed);
-    const [result] = await runInline(allFunctions, 'drillRestore', { dataset: dataset.id, backup: entry.id }, deps, policy);
-    // The table of this drill only: the one the function returned, or the one its failure carries.
-    const raw = result?.ok ? result.result : result?.failure instanceof DrillFailedError ? result.failure.record : undefined;
-    const record = drillRecordSchema.safeParse(raw);
-    if (record.success) {
-      process.stdout.write(`${table([['CHECK', 'RESULT', 'DETAIL'], ...record.data.checks.map((c) => [c.name, c.ok ? 'ok' : 'FAILED', c.detail])])}\n`);
-      process.stdout.write(`drill of ${dataset.id} backup ${entry.id}: ${record.data.ok ? 'passed' : 'FAILED'} in ${(record.data.durationMs / 1000).toFixed(1)} s (restore ${(record.data.restoreMs / 1000).toFixed(1)} s, ${record.data.where})\n`);
-    }
-    if (!result?.ok) process.stderr.write(`lifeboat: ${result?.error}\n`);
-    return result?.ok ? EXIT.ok : exitCodeOf(result?.failure);
-  } finally {
-    await deps.close();
-  }
 }
