@@ -134,7 +134,13 @@ describe('restore of an etcd dataset to a directory, real snapshots on RGW', () 
   it('restores `latest`, the zip, byte-identical, and prints its path for k3s', async () => {
     const dir = await scratch('zip');
     captureStderr();
-    await restoreEtcdCommand(cfg(), logger(), { dataset: 'k3s', backup: 'latest', toDir: dir });
+    const result = await restoreEtcdCommand(cfg(), logger(), { dataset: 'k3s', backup: 'latest', toDir: dir });
+    // What `restore --json` prints.
+    expect(result).toEqual({
+      ok: true, dataset: 'k3s', backup: zip, key: expect.stringMatching(new RegExp(`${zip}$`)), snapshot: join(dir, zip), bytes: (await original(zip)).length, sha256: sha256(await original(zip)),
+      token: { state: 'written', path: join(dir, 'token') },
+      commands: ['systemctl stop k3s', `k3s server --cluster-reset --cluster-reset-restore-path=${join(dir, zip)} --token "$(cat ${join(dir, 'token')})"`, 'systemctl start k3s'],
+    });
     expect((await readdir(dir)).sort()).toEqual([zip, 'token']);
     expect(sha256(await readFile(join(dir, zip)))).toBe(sha256(await original(zip)));
     expect((await stat(join(dir, 'token'))).mode & 0o777).toBe(0o600);

@@ -98,7 +98,8 @@ async function restoreFor(config: Config, log: Logger, opts: RestoreCliOptions):
   if (kind !== undefined && bucketFlags.length > 0) throw new CliError(`--${bucketFlags[0]!.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} is for bucket datasets; dataset ${opts.dataset} is a ${kind} dataset`, EXIT.usage);
   if (kind === 'etcd') {
     if (opts.to !== undefined) throw new CliError(`dataset ${opts.dataset} is an etcd dataset: restore it into a directory with --to-dir, not --to`, EXIT.usage);
-    await restoreEtcdCommand(config, log, { dataset: opts.dataset, backup: opts.backup, toDir: opts.toDir ?? '', force: opts.force, retries: opts.retries });
+    const result = await restoreEtcdCommand(config, log, { dataset: opts.dataset, backup: opts.backup, toDir: opts.toDir ?? '', force: opts.force, retries: opts.retries });
+    if (opts.json) process.stdout.write(`${JSON.stringify(result)}\n`);
     return EXIT.ok;
   }
   if (opts.toDir !== undefined && kind !== undefined) throw new CliError(`--to-dir is for etcd datasets; dataset ${opts.dataset} is a ${kind} dataset (use --to)`, EXIT.usage);

@@ -78,7 +78,21 @@ type TokenOutcome = { state: 'written'; path: string } | { state: 'absent'; key:
  * `lifeboat restore <etcd dataset> --to-dir DIR`: downloads a k3s snapshot (and the server token) from
  * the target, checks it end to end, and prints the k3s commands that restore it. Needs only the target.
  */
-export async function restoreEtcdCommand(config: Config, log: Logger, opts: RestoreEtcdOptions): Promise<void> {
+/** What `restore --json` prints for an etcd restore. */
+export interface EtcdRestoreResult {
+  ok: true;
+  dataset: string;
+  backup: string;
+  key: string;
+  snapshot: string;
+  bytes: number;
+  sha256: string;
+  token: { state: 'written'; path: string } | { state: 'absent' | 'not uploaded' };
+  /** The k3s commands that restore the cluster from it. */
+  commands: string[];
+}
+
+export async function restoreEtcdCommand(config: Config, log: Logger, opts: RestoreEtcdOptions): Promise<EtcdRestoreResult> {
   const dataset = etcdDataset(config, opts.dataset);
   if (!opts.toDir) throw new CliError(`dataset ${dataset.id} is an etcd dataset: --to-dir DIR is required (where the snapshot and the token are written)`, EXIT.usage);
   const dir = resolve(opts.toDir);
@@ -129,13 +143,16 @@ export async function restoreEtcdCommand(config: Config, log: Logger, opts: Rest
     else out(`dataset ${dataset.id} does not upload the server token (source.uploadToken): a restore onto a new host needs the old server's token (/var/lib/rancher/k3s/server/token)`);
 
     const tokenArg = token.state === 'written' ? ` --token "$(cat ${token.path})"` : ' --token <the old server token>';
+    const commands = ['systemctl stop k3s', `k3s server --cluster-reset --cluster-reset-restore-path=${snapshotPath}${tokenArg}`, 'systemctl start k3s'];
     out('');
     out('To restore (same k3s version as the cluster had, k3s stopped):');
-    out('  systemctl stop k3s');
-    out(`  k3s server --cluster-reset --cluster-reset-restore-path=${snapshotPath}${tokenArg}`);
-    out('  systemctl start k3s');
+    for (const c of commands) out(`  ${c}`);
     if (parsed.zip) out(`k3s accepts the .zip directly; if your version refuses it, unzip it and pass the inner file ${name.replace(/\.zip$/, '')}.`);
     out(`Then check the cluster, and on HA servers rejoin the others: see ${ETCD_RUNBOOK}.`);
+    return {
+      ok: true, dataset: dataset.id, backup: entry.id, key: artifact.key, snapshot: snapshotPath, bytes: got.size, sha256: got.sha256,
+      token: token.state === 'written' ? { state: 'written', path: token.path } : { state: token.state }, commands,
+    };
   } finally {
     await deps.close();
   }
