@@ -164,6 +164,19 @@ export function runCli(args: string[], options: { env?: NodeJS.ProcessEnv; cwd?:
   });
 }
 
+/** The built CLI on a pseudo-terminal (script(1)), as from an operator's shell: stdout and stderr arrive mixed, as on a screen. */
+export function runCliOnTerminal(args: string[], options: { env?: NodeJS.ProcessEnv } = {}): Promise<{ code: number | null; screen: string }> {
+  const quote = (a: string) => `'${a.replace(/'/g, `'\\''`)}'`;
+  const command = [process.execPath, CLI, ...args].map(quote).join(' ');
+  return new Promise((resolve) => {
+    const child = spawn('script', ['-qec', command, '/dev/null'], { env: { ...process.env, ...options.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let screen = '';
+    child.stdout.on('data', (c) => (screen += c));
+    child.stderr.on('data', (c) => (screen += c));
+    child.on('close', (code) => resolve({ code, screen }));
+  });
+}
+
 /**
  * A config file for the built CLI with the test RGW as target "hub" and Redis on a closed port: restores
  * and drills must not need Redis. Each dataset is a direct-mode postgres dataset.

@@ -8,7 +8,7 @@ import { mirrorBucket } from '../functions/mirrorBucket.js';
 import { parseConfig } from '../lib/config/load.js';
 import { openLocal } from '../lib/plumbing/app.js';
 import { runFunction } from '../queue/runner.js';
-import { createBucket, listKeys, logger, removeBucket, rgwUser, runCli, s3Client, s3ClientFor, s3Env, testEnv } from './helpers.js';
+import { createBucket, listKeys, logger, removeBucket, rgwUser, runCli, runCliOnTerminal, s3Client, s3ClientFor, s3Env, testEnv } from './helpers.js';
 
 // Real Ceph RGW: the cluster's bucket belongs to one user, the hub to another. The restore runs as the
 // operator would run it: the built CLI, with only the config file and the hub.
@@ -172,6 +172,18 @@ describe('lifeboat restore <bucket-dataset> on real Ceph RGW', () => {
     const older = await cli(['--backup', '20261126T040000Z', '--to-target', 'hub', '--to-bucket', byReport, '--json']);
     expect(older.code, older.stderr).toBe(0);
     expect(await listKeys(hub, byReport)).toEqual(['photo-1.jpg', 'photo-2.jpg', 'photo-3.jpg', 'photo-4.jpg']);
+  });
+
+  it('on a terminal the restore shows bytes done, the total, percent, objects and ETA', async () => {
+    const { src, mirrorRun } = await setup();
+    for (let i = 0; i < 6; i += 1) await put(source, src, `t/${i}.bin`, randomBytes(64 * 1024));
+    await mirrorRun('2026-11-26T04:00:00Z');
+    const file = join(dir, `${src}.yaml`);
+    const into = `lb-test-tty-${Date.now().toString(36)}`;
+    buckets.push([hub, into]);
+    const run = await runCliOnTerminal(['restore', 'site', '--to-target', 'hub', '--to-bucket', into, '-c', file], { env: env() });
+    expect(run.code, run.screen).toBe(0);
+    expect(run.screen).toMatch(/restoring [\d.]+ (B|KiB|MiB) of 384\.0 KiB \(\d+%\), \d of 6 objects {2}[\d.]+ (B|KiB|MiB)\/s {2}ETA \d+ s/);
   });
 
   it('lifeboat drill <bucket-dataset> restores a sample into a scratch prefix, compares it with the source and prints the checks', async () => {

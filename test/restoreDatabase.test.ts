@@ -11,7 +11,7 @@ import { startThrowawayCluster, type ThrowawayCluster } from '../lib/postgres/cl
 import { checkDatabaseName, DatabaseNotInDumpError, DatabaseSectionCutter, DumpTruncatedError, psqlConnectLine, rolesInGlobals, type SectionCutOptions } from '../lib/postgres/dumpallSections.js';
 import { LocalRunner } from '../lib/postgres/runner.js';
 import { runFunction } from '../queue/runner.js';
-import { createBucket, hubCli, ITEMS_FINGERPRINT, logger, psql, removeBucket, s3Client, seedDatabases, testConfig, withDatabase, writeHubConfig } from './helpers.js';
+import { createBucket, hubCli, ITEMS_FINGERPRINT, logger, psql, removeBucket, runCliOnTerminal, s3Client, s3Env, seedDatabases, testConfig, withDatabase, writeHubConfig } from './helpers.js';
 
 // Real PostgreSQL (throwaway clusters), real Ceph RGW. The source has alpha, beta (its items owned by
 // app_owner) and "Mixed Case db", whose COPY data holds lines that look like a section header.
@@ -245,6 +245,19 @@ describe('lifeboat restore --database (the built CLI, a dumpPostgres backup on R
       const refused = await lifeboat(['restore', 'one', '--database', 'beta', '--as', 'beta_json', '--to', fresh.url, '--json']);
       expect(refused.code).toBe(1);
       expect(JSON.parse(refused.stdout)).toEqual({ ok: false, dataset: 'one', error: expect.stringContaining('already has database "beta_json"'), exitCode: 1 });
+    } finally {
+      await fresh.stop();
+    }
+  });
+
+  it('on a terminal, the sha256 pass and the restore each show bytes, the total, percent and ETA', async () => {
+    const fresh = await startThrowawayCluster();
+    try {
+      const s3 = s3Env();
+      const run = await runCliOnTerminal(['restore', 'one', '--database', 'beta', '--as', 'beta_tty', '--to', fresh.url, '-c', configFile], { env: { TEST_S3_ACCESS_KEY: s3.accessKeyId, TEST_S3_SECRET_KEY: s3.secretAccessKey, LOG_LEVEL: 'error' } });
+      expect(run.code, run.screen).toBe(0);
+      expect(run.screen).toMatch(/verifying [\d.]+ (B|KiB|MiB) of [\d.]+ (B|KiB|MiB) \(\d+%\) {2}[\d.]+ (B|KiB|MiB)\/s {2}ETA \d+ s/);
+      expect(run.screen).toMatch(/restoring [\d.]+ (B|KiB|MiB) of [\d.]+ (B|KiB|MiB) \(\d+%\) {2}[\d.]+ (B|KiB|MiB)\/s {2}ETA \d+ s/);
     } finally {
       await fresh.stop();
     }
