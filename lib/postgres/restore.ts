@@ -49,29 +49,12 @@ export async function restoreDump(
   runner: PostgresRunner,
   options: { signal?: AbortSignal; onProgress?: (bytes: number) => void } = {},
 ): Promise<RestoreOutcome> {
-  const started = Date.now();
-  const hashing = new HashingStream();
-  const source = await store.get(manifest.artifact.key, { signal: options.signal });
-  const stages: Array<NodeJS.ReadWriteStream> = [hashing];
-  if (options.onProgress) stages.push(progressTap(options.onProgress));
-  if (manifest.artifact.compression === 'gzip') stages.push(createGunzip());
-  const sql = pipeline([source, ...stages] as unknown as [Readable, ...NodeJS.ReadWriteStream[]], () => {}) as unknown as Readable;
-  const { stderr } = await runner.feed('psql', ['-q', '-v', 'ON_ERROR_STOP=0', '-f', '-'], sql, { signal: options.signal });
-  if (sql.errored) throw sql.errored;
-  return { bytes: hashing.bytes, sha256: hashing.sha256, errors: unexpectedErrors(stderr), durationMs: Date.now() - started };
+  return feedPsql(store, manifest, runner, [], options);
 }
 
 export interface DatabaseRestoreOutcome extends RestoreOutcome {
   /** What the cut found and changed: roles created, statements dropped for missing roles. */
   cut: SectionCutSummary;
-}
-
-/** The artifact's SQL text: the stored bytes through the hash (and progress), then gunzip. */
-function dumpText(source: Readable, manifest: Manifest, hashing: HashingStream, onProgress?: (bytes: number) => void): NodeJS.ReadWriteStream[] {
-  const stages: Array<NodeJS.ReadWriteStream> = [hashing];
-  if (onProgress) stages.push(progressTap(onProgress));
-  if (manifest.artifact.compression === 'gzip') stages.push(createGunzip());
-  return [source as unknown as NodeJS.ReadWriteStream, ...stages];
 }
 
 /**
@@ -87,15 +70,28 @@ export async function restoreDatabase(
   cut: SectionCutOptions,
   options: { signal?: AbortSignal; onProgress?: (bytes: number) => void } = {},
 ): Promise<DatabaseRestoreOutcome> {
+  const cutter = new DatabaseSectionCutter(cut);
+  return { ...(await feedPsql(store, manifest, runner, [cutter], options)), cut: cutter.summary };
+}
+
+/** The stored bytes through the hash (and progress), gunzip and any further stages, into psql. */
+async function feedPsql(
+  store: TargetStore,
+  manifest: Manifest,
+  runner: PostgresRunner,
+  after: NodeJS.ReadWriteStream[],
+  options: { signal?: AbortSignal; onProgress?: (bytes: number) => void },
+): Promise<RestoreOutcome> {
   const started = Date.now();
   const hashing = new HashingStream();
-  const cutter = new DatabaseSectionCutter(cut);
   const source = await store.get(manifest.artifact.key, { signal: options.signal });
-  const stages = dumpText(source, manifest, hashing, options.onProgress);
-  const sql = pipeline([...stages, cutter] as unknown as [Readable, ...NodeJS.ReadWriteStream[]], () => {}) as unknown as Readable;
+  const stages: Array<NodeJS.ReadWriteStream> = [hashing];
+  if (options.onProgress) stages.push(progressTap(options.onProgress));
+  if (manifest.artifact.compression === 'gzip') stages.push(createGunzip());
+  const sql = pipeline([source, ...stages, ...after] as unknown as [Readable, ...NodeJS.ReadWriteStream[]], () => {}) as unknown as Readable;
   const { stderr } = await runner.feed('psql', ['-q', '-v', 'ON_ERROR_STOP=0', '-f', '-'], sql, { signal: options.signal });
   if (sql.errored) throw sql.errored;
-  return { bytes: hashing.bytes, sha256: hashing.sha256, errors: unexpectedErrors(stderr), durationMs: Date.now() - started, cut: cutter.summary };
+  return { bytes: hashing.bytes, sha256: hashing.sha256, errors: unexpectedErrors(stderr), durationMs: Date.now() - started };
 }
 
 /** The roles a pg_dumpall artifact creates, from its globals part only: reads just the start of it. */
