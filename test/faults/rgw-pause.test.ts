@@ -1,7 +1,6 @@
-import { readFileSync } from 'node:fs';
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -28,7 +27,7 @@ let cfg: Config;
 
 beforeAll(async () => {
   rgw = await startRgw();
-  rgwPid = Number(readFileSync(join(dirname(rgw.cephConf), 'radosgw.pid'), 'utf8'));
+  rgwPid = rgw.radosgwPid;
   source = await startThrowawayCluster();
   await psql(source.url, "create table filler as select g as id, md5(g::text) as pad from generate_series(1, 200000) g");
   work = await mkdtemp(join(tmpdir(), 'lb-pause-'));

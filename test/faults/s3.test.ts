@@ -1,8 +1,7 @@
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
@@ -35,7 +34,7 @@ let work: string;
 
 beforeAll(async () => {
   rgw = await startRgw();
-  rgwPid = Number(readFileSync(join(dirname(rgw.cephConf), 'radosgw.pid'), 'utf8'));
+  rgwPid = rgw.radosgwPid;
   shared = s3Client();
   privateAdmin = client(rgw);
   privateBucket = await createBucket(privateAdmin);

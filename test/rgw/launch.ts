@@ -8,6 +8,8 @@ export interface RgwInstance {
   accessKeyId: string;
   secretAccessKey: string;
   cephConf: string;
+  /** The radosgw process, for fault tests that freeze (SIGSTOP) or kill it. */
+  radosgwPid: number;
   stop(): void;
 }
 
@@ -24,6 +26,7 @@ export async function startRgw(options: { store?: 'memstore' | 'bluestore' } = {
     accessKeyId: vars.S3_ACCESS_KEY!,
     secretAccessKey: vars.S3_SECRET_KEY!,
     cephConf: vars.CEPH_CONF!,
+    radosgwPid: Number(readFileSync(`${dir}/radosgw.pid`, 'utf8')),
     stop: () => execFileSync('test/rgw/rgw.sh', ['stop', dir], { stdio: 'inherit' }),
   };
 }
