@@ -93,6 +93,13 @@ describe('lifeboat restore <bucket-dataset> on real Ceph RGW', () => {
 
     const target = `lb-test-restored-${Date.now().toString(36)}`;
     buckets.push([hub, target]);
+    const keysToCome = 2 + AWKWARD.length;
+    const plan = await cli(['--to-target', 'hub', '--to-bucket', target, '--dry-run', '--json']);
+    expect(plan.code, plan.stderr).toBe(0);
+    expect(plan.stderr).toContain(`would create bucket ${target}`);
+    expect(JSON.parse(plan.stdout)).toMatchObject({ dryRun: true, copied: { count: keysToCome }, to: { createdBucket: true } });
+    await expect(listKeys(hub, target)).rejects.toMatchObject({ name: 'NoSuchBucket' }); // a dry run creates nothing
+
     const run = await cli(['--to-target', 'hub', '--to-bucket', target, '--json']);
     expect(run.stderr).toContain(`created bucket ${target}`);
     expect(run.code, run.stderr).toBe(0);

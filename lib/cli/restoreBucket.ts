@@ -28,7 +28,7 @@ export interface BucketRestoreCommandOptions {
   retries?: number;
 }
 
-/** What `--json` prints, and what the summary is made from. */
+/** What `--json` prints, and what the summary is made from. createdBucket: created, or with --dry-run, would be. */
 export interface BucketRestoreReport extends BucketRestoreResult {
   dataset: string;
   backup: string;
@@ -91,7 +91,7 @@ export async function restoreBucketCommand(config: Config, log: Logger, opts: Bu
       throw new CliError(`the destination ${destination.bucket}/${toPrefix} overlaps the mirror itself (${hub.bucket}/${dataset.target.prefix}); choose another bucket or prefix`, EXIT.usage);
     }
     const createdBucket = await ensureBucket(destination, opts.dryRun ?? false, policy);
-    if (createdBucket) out(`created bucket ${destination.bucket} on ${destination.endpoint}`);
+    if (createdBucket) out(`${opts.dryRun ? 'would create' : 'created'} bucket ${destination.bucket} on ${destination.endpoint}`);
 
     const prefix = opts.prefix ?? '';
     const whole = prefix === '' && at === undefined;
@@ -102,6 +102,8 @@ export async function restoreBucketCommand(config: Config, log: Logger, opts: Bu
     const m = dataset.mirror;
     const result = await restoreBucket({ store: hub, prefix: dataset.target.prefix }, { store: destination, prefix: toPrefix }, {
       prefix, at, overwrite: opts.overwrite ?? false, dryRun: opts.dryRun ?? false,
+      // A dry run creates nothing: the bucket it would create is empty.
+      destinationMissing: createdBucket && opts.dryRun,
       multipartThreshold: m.multipartThresholdMiB * MiB, partSize: m.partSizeMiB * MiB, concurrency: m.concurrency, sample: m.sample,
       log, onProgress: progress && ((done) => progress(done.bytes, done.objects)),
     }).catch((err: unknown) => {

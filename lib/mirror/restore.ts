@@ -18,6 +18,8 @@ export interface BucketRestoreOptions {
   /** Replace destination objects newer than the hub's copy. */
   overwrite: boolean;
   dryRun: boolean;
+  /** The destination bucket does not exist yet (a dry run that would create it): nothing to list there. */
+  destinationMissing?: boolean;
   multipartThreshold: number;
   partSize: number;
   concurrency: number;
@@ -62,6 +64,8 @@ async function* listUnder(side: Side, prefix: string, at: Date | undefined, sign
   const listing = at ? side.store.listAt(side.prefix + prefix, at, { signal }) : side.store.list(side.prefix + prefix, { signal });
   for await (const o of listing) yield { ...o, key: o.key.slice(side.prefix.length) };
 }
+
+async function* nothing<T>(): AsyncIterable<T> {}
 
 /**
  * Copies a mirror on the hub back to a bucket: streaming, merge-joined with the destination's listing
@@ -111,7 +115,8 @@ export async function restoreBucket(hub: Side, destination: Side, options: Bucke
     settled();
   };
 
-  for await (const { key, source: s, destination: d } of mergeJoin(listUnder(hub, options.prefix, options.at, signal), listUnder(destination, options.prefix, undefined, signal), (o) => o.key, (o) => o.key)) {
+  const destinationListing = options.destinationMissing ? nothing<HubObject>() : listUnder(destination, options.prefix, undefined, signal);
+  for await (const { key, source: s, destination: d } of mergeJoin(listUnder(hub, options.prefix, options.at, signal), destinationListing, (o) => o.key, (o) => o.key)) {
     signal?.throwIfAborted();
     if (!s) {
       add(result.untouched, d!.size);
