@@ -377,7 +377,7 @@ describe('runbook commands exist with the options shown', () => {
 
   function commandLines(file: string): string[] {
     const lines: string[] = [];
-    for (const block of readFileSync(file, 'utf8').matchAll(/```sh\n([\s\S]*?)```/g)) {
+    for (const block of readFileSync(file, 'utf8').matchAll(/```sh(?: runbook)?\n([\s\S]*?)```/g)) {
       for (const raw of block[1]!.split('\n')) {
         const line = raw.trim();
         if (line.startsWith('lifeboat ') || line.startsWith('npx lifeboat ')) lines.push(line);
