@@ -223,6 +223,7 @@ describe('lifeboat restore <bucket-dataset> on real Ceph RGW', () => {
       [['--to', 'postgres://localhost/postgres'], /is a bucket dataset: restore it into a bucket/],
       [['--to-source', '--to-prefix', 'no-slash'], /--to-prefix: must be empty or end with '\/'/],
       [['--to-source', '--at', 'yesterday'], /option '--at <iso-time>' argument 'yesterday' is invalid/],
+      [['--to-source', '--concurrency', '0'], /option '--concurrency <n>' argument '0' is invalid\. expected a whole number from 1 to 64/],
       [['--to-target', 'hub', '--to-bucket', dst, '--to-prefix', 'site/old/'], /overlaps the mirror itself/],
     ];
     for (const [args, message] of cases) {

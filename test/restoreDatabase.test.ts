@@ -307,5 +307,9 @@ describe('lifeboat restore --database (the built CLI, a dumpPostgres backup on R
     const bad = await lifeboat(['restore', 'one', '--database', 'alpha', '--as', 'two\nlines', '--to', source.url]);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain('control characters');
+
+    const bucketFlag = await lifeboat(['restore', 'one', '--to-bucket', 'elsewhere', '--to', source.url]);
+    expect(bucketFlag.code).toBe(2);
+    expect(bucketFlag.stderr).toContain('--to-bucket is for bucket datasets; dataset one is a postgres dataset');
   });
 });

@@ -89,3 +89,10 @@ export function inlineRetries(attempts?: number): { retries: InlineRetries; onAt
     onAttemptFailed: (failure) => process.stderr.write(`lifeboat: ${describeAttemptFailure(failure)}\n`),
   };
 }
+
+/** `--concurrency`: 1-64 requests in flight (the S3 clients keep 64 sockets). */
+export function parseConcurrency(value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || n < 1 || n > 64) throw new InvalidArgumentError('expected a whole number from 1 to 64');
+  return n;
+}

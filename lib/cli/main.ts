@@ -19,7 +19,7 @@ import { runDemo } from './demo.js';
 import { drillCommand } from './drill.js';
 import { parseTargetDatabase, restoreByKind, type RestoreCliOptions } from './restore.js';
 import { verifyCommand } from './verify.js';
-import { CliError, EXIT, inlineRetries, MAX_ATTEMPTS, parseAttempts, parseIsoDateTime, parsePositiveSeconds } from './exit.js';
+import { CliError, EXIT, inlineRetries, MAX_ATTEMPTS, parseAttempts, parseConcurrency, parseIsoDateTime, parsePositiveSeconds } from './exit.js';
 import { backupsTable } from './format.js';
 
 const program = new Command('lifeboat')
@@ -231,6 +231,7 @@ program
   .option('--prefix <prefix>', 'bucket datasets: restore only the mirror\'s keys under this prefix')
   .option('--at <iso-time>', 'bucket datasets: the mirror as it was at this time (a versioned hub): undoes a bad deletion run', parseIsoDateTime)
   .option('--overwrite', 'bucket datasets: also replace destination objects that are newer than the hub\'s copy')
+  .option('--concurrency <n>', 'bucket datasets: objects copied at once, 1-64 (default 32)', parseConcurrency)
   .option('--json', 'print the result as one JSON object')
   .option('--retries <n>', `for reading the backup and reaching the destination: ${RETRIES_HELP}`, parseAttempts)
   .action(async (dataset: string, opts: Omit<RestoreCliOptions, 'dataset'>) => {

@@ -76,7 +76,7 @@ export interface PostgresRestoreResult {
 
 export type RestoreCliOptions = RestoreOptions & Omit<BucketRestoreCommandOptions, keyof RestoreOptions> & { toDir?: string };
 
-const BUCKET_FLAGS = ['toTarget', 'toSource', 'toBucket', 'toPrefix', 'prefix', 'at', 'overwrite'] as const;
+const BUCKET_FLAGS = ['toTarget', 'toSource', 'toBucket', 'toPrefix', 'prefix', 'at', 'overwrite', 'concurrency'] as const;
 
 /** `lifeboat restore`: postgres into a server (`--to`), a bucket mirror into a bucket (`--to-target`/`--to-source`), etcd into a directory (`--to-dir`). */
 export async function restoreByKind(config: Config, log: Logger, opts: RestoreCliOptions): Promise<number> {

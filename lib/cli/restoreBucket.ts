@@ -26,7 +26,12 @@ export interface BucketRestoreCommandOptions {
   dryRun?: boolean;
   json?: boolean;
   retries?: number;
+  /** Objects copied at once (default RESTORE_CONCURRENCY). */
+  concurrency?: number;
 }
+
+/** Someone is waiting for a restore, and its objects stream without buffering: more in flight than a nightly mirror. */
+export const RESTORE_CONCURRENCY = 32;
 
 /** What `--json` prints, and what the summary is made from. createdBucket: created, or with --dry-run, would be. */
 export interface BucketRestoreReport extends BucketRestoreResult {
@@ -104,7 +109,7 @@ export async function restoreBucketCommand(config: Config, log: Logger, opts: Bu
       prefix, at, overwrite: opts.overwrite ?? false, dryRun: opts.dryRun ?? false,
       // A dry run creates nothing: the bucket it would create is empty.
       destinationMissing: createdBucket && opts.dryRun,
-      multipartThreshold: m.multipartThresholdMiB * MiB, partSize: m.partSizeMiB * MiB, concurrency: m.concurrency, sample: m.sample,
+      multipartThreshold: m.multipartThresholdMiB * MiB, partSize: m.partSizeMiB * MiB, concurrency: opts.concurrency ?? RESTORE_CONCURRENCY, sample: m.sample,
       log, onProgress: progress && ((done) => progress(done.bytes, done.objects)),
     }).catch((err: unknown) => {
       if (err instanceof TargetError && err.code === 'AccessDenied') throw new CliError(`${err.message}; the restore needs write access to ${destination.label} (a source's credentials are often read-only: configure a target with write credentials and use --to-target)`, EXIT.failed);
