@@ -181,6 +181,21 @@ describe('lifeboat restore <bucket-dataset> on real Ceph RGW', () => {
     expect(await listKeys(hub, byReport)).toEqual(['photo-1.jpg', 'photo-2.jpg', 'photo-3.jpg', 'photo-4.jpg']);
   });
 
+  it('refuses a hub copy whose bytes changed after the mirror wrote it, restores the rest, and exits 1 naming it', async () => {
+    const { src, dst, mirrorRun, cli } = await setup();
+    for (const name of ['a', 'b', 'c']) await put(source, src, `${name}.txt`, `content ${name}`);
+    await mirrorRun('2026-11-26T04:00:00Z');
+    const head = await hub.send(new HeadObjectCommand({ Bucket: dst, Key: 'site/b.txt' }));
+    await put(hub, dst, 'site/b.txt', 'CONTENT B', { Metadata: head.Metadata }); // same size, recorded source ETag kept
+    const into = `lb-test-refused-${Date.now().toString(36)}`;
+    buckets.push([hub, into]);
+    const run = await cli(['--to-target', 'hub', '--to-bucket', into, '--json']);
+    expect(run.code).toBe(1);
+    const result = JSON.parse(run.stdout);
+    expect(result).toMatchObject({ ok: false, copied: { count: 2 }, failed: { count: 1, first: [{ key: 'b.txt', error: expect.stringContaining("the hub's copy changed after the mirror wrote it") }] }, verification: { listing: { ok: false, missing: 1 } } });
+    expect(await listKeys(hub, into)).toEqual(['a.txt', 'c.txt']);
+  });
+
   it('on a terminal the restore shows bytes done, the total, percent, objects and ETA', async () => {
     const { src, mirrorRun } = await setup();
     for (let i = 0; i < 6; i += 1) await put(source, src, `t/${i}.bin`, randomBytes(64 * 1024));

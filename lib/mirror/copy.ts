@@ -19,11 +19,18 @@ export interface CopySpec {
   destination: { client: S3Client; bucket: string; key: string };
   /** The destination's headers from the source's; default: the source's, with the source ETag and a headers fingerprint recorded. */
   headers?: (source: ObjectHeaders) => ObjectHeaders;
+  /** Looks at the source's ETag and headers before anything is written; a reason returned refuses the copy. */
+  refuse?: (etag: string, source: ObjectHeaders) => string | undefined;
   multipartThreshold: number;
   partSize: number;
   /** Parts of one object in flight at once. */
   partConcurrency: number;
   signal?: AbortSignal;
+}
+
+/** The source object is not what the caller will copy (see CopySpec.refuse); nothing was written. */
+export class CopyRefusedError extends Error {
+  override name = 'CopyRefusedError';
 }
 
 async function get(spec: CopySpec, range?: { start: number; end: number }) {
@@ -48,8 +55,15 @@ async function get(spec: CopySpec, range?: { start: number; end: number }) {
 export async function copyObject(spec: CopySpec): Promise<void> {
   const { source, destination } = spec;
   const headers = (r: Parameters<typeof headersOf>[0]) => putHeaders((spec.headers ?? ((h) => wrapForMirror(h, source.etag)))(headersOf(r)));
+  const check = (r: Parameters<typeof headersOf>[0] & { ETag?: string; Body?: unknown }) => {
+    const reason = spec.refuse?.(r.ETag ?? '', headersOf(r));
+    if (reason === undefined) return;
+    (r.Body as Readable | undefined)?.destroy();
+    throw new CopyRefusedError(`${source.key}: ${reason}`);
+  };
   if (source.size <= spec.multipartThreshold) {
     const r = await get(spec);
+    check(r);
     await destination.client.send(
       new PutObjectCommand({
         Bucket: destination.bucket,
@@ -64,6 +78,7 @@ export async function copyObject(spec: CopySpec): Promise<void> {
   }
 
   const head = await get(spec, { start: 0, end: 0 });
+  check(head);
   (head.Body as Readable).destroy();
   const { UploadId } = await destination.client.send(
     new CreateMultipartUploadCommand({ Bucket: destination.bucket, Key: destination.key, ...headers(head) }),

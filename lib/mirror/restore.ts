@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import { isUnreachable } from '../targets/errors.js';
 import { hashStream } from '../targets/hash.js';
+import type { ObjectHeaders } from '../targets/headers.js';
 import type { S3Store } from '../targets/s3.js';
 import { ObjectNotFoundError, type ObjectInfo } from '../targets/store.js';
 import { copyObject } from './copy.js';
@@ -67,6 +68,18 @@ async function* listUnder(side: Side, prefix: string, at: Date | undefined, sign
 
 async function* nothing<T>(): AsyncIterable<T> {}
 
+const PLAIN_MD5 = /^"?[0-9a-f]{32}"?$/;
+
+/**
+ * A hub copy whose bytes were replaced after the mirror wrote them: both its ETag and the source ETag the
+ * mirror recorded are plain MD5s (single-part objects on both sides), so they must be equal.
+ */
+function changedSinceMirrored(etag: string, headers: ObjectHeaders): string | undefined {
+  const recorded = headers.metadata[SOURCE_ETAG_METADATA];
+  if (recorded === undefined || !PLAIN_MD5.test(etag) || !PLAIN_MD5.test(recorded) || etag === recorded) return undefined;
+  return `the hub's copy changed after the mirror wrote it (its MD5 ETag is ${etag}, the source's was ${recorded}); not restored`;
+}
+
 /**
  * Copies a mirror on the hub back to a bucket: streaming, merge-joined with the destination's listing
  * (flat memory), headers as the source had them (Lifeboat's records dropped). It never deletes, and
@@ -96,6 +109,7 @@ export async function restoreBucket(hub: Side, destination: Side, options: Bucke
         source: { client: hub.store.client, bucket: hub.store.bucket, key: hub.prefix + o.key, etag: o.etag, size: o.size, versionId: o.versionId },
         destination: { client: destination.store.client, bucket: destination.store.bucket, key: destination.prefix + o.key },
         headers: unwrapMirrored,
+        refuse: changedSinceMirrored,
         multipartThreshold: options.multipartThreshold,
         partSize: options.partSize,
         partConcurrency: 4,
