@@ -1,5 +1,11 @@
 /** Shared pieces of the benchmark scripts: a bench RGW, rclone remotes, timing. Not used by tests. */
 import { spawn, type SpawnOptions } from 'node:child_process';
+import { parseConfig } from '../lib/config/load.js';
+import { MemoryMetricsRecorder } from '../lib/metrics/recorder.js';
+import { createDeps } from '../lib/plumbing/deps.js';
+import { silentLogger } from '../lib/plumbing/logger.js';
+import type { AnyFunction } from '../queue/define.js';
+import { runFunction } from '../queue/runner.js';
 import { startRgw, type RgwInstance } from '../test/rgw/launch.js';
 
 export type BenchRgw = RgwInstance;
@@ -71,4 +77,21 @@ export function measureShell(command: string, options: { env?: NodeJS.ProcessEnv
       resolve({ seconds: Number(process.hrtime.bigint() - started) / 1e9, cpuSeconds: Number(m[1]) + Number(m[2]), maxRssMiB: Number(m[3]) / 1024 });
     });
   });
+}
+
+/**
+ * A postgres dataset "bench" (direct, uncompressed) from `url` to bucket "bench" on the bench RGW, and
+ * its functions run in this process (keys in BENCH_S3_KEY/BENCH_S3_SECRET of `env`).
+ */
+export function benchPostgresDataset(rgw: BenchRgw, url: string, env: NodeJS.ProcessEnv) {
+  const rawConfig = {
+    targets: { hub: { kind: 's3', endpoint: rgw.endpoint, accessKeyId: '${env:BENCH_S3_KEY}', secretAccessKey: '${env:BENCH_S3_SECRET}' } },
+    datasets: [{ id: 'bench', kind: 'postgres', source: { mode: 'direct', url }, target: { name: 'hub', bucket: 'bench' }, compression: 'none' }],
+  };
+  const deps = createDeps({ config: parseConfig(rawConfig, 'bench', { env }), logger: silentLogger(), metrics: new MemoryMetricsRecorder() });
+  return {
+    rawConfig,
+    once: (fn: AnyFunction, data: unknown) => runFunction(fn, data, { jobId: 'bench', attempt: 1, maxAttempts: 1, createdAt: Date.now() }, { deps, emit: async () => {} }),
+    close: () => deps.close(),
+  };
 }

@@ -15,15 +15,9 @@ import { CreateBucketCommand } from '@aws-sdk/client-s3';
 import { drillRestore } from '../functions/drillRestore.js';
 import { dumpPostgres } from '../functions/dumpPostgres.js';
 import { verifyObject } from '../functions/verifyObject.js';
-import { parseConfig } from '../lib/config/load.js';
-import { createDeps } from '../lib/plumbing/deps.js';
-import { silentLogger } from '../lib/plumbing/logger.js';
-import { MemoryMetricsRecorder } from '../lib/metrics/recorder.js';
 import { findServerBinaries, startThrowawayCluster } from '../lib/postgres/cluster.js';
 import { createS3Client } from '../lib/targets/s3.js';
-import { runFunction } from '../queue/runner.js';
-import type { AnyFunction } from '../queue/define.js';
-import { fmt, printTable, startBenchRgw, timeShell } from './common.js';
+import { benchPostgresDataset, fmt, printTable, startBenchRgw, timeShell } from './common.js';
 
 const { values } = parseArgs({ options: { gib: { type: 'string', default: '1' } } });
 const scale = Math.ceil(Number(values.gib) * 110);
@@ -40,13 +34,8 @@ try {
   console.error(`generating pgbench scale ${scale} …`);
   execFileSync(join(bin, 'pgbench'), ['-i', '-q', '-s', String(scale), '-I', 'dtGp', source.url], { stdio: ['ignore', 'ignore', 'inherit'] });
 
-  const rawConfig = {
-    targets: { hub: { kind: 's3', endpoint: rgw.endpoint, accessKeyId: '${env:BENCH_S3_KEY}', secretAccessKey: '${env:BENCH_S3_SECRET}' } },
-    datasets: [{ id: 'bench', kind: 'postgres', source: { mode: 'direct', url: source.url }, target: { name: 'hub', bucket: 'bench' }, compression: 'none' }],
-  };
-  const config = parseConfig(rawConfig, 'bench', { env });
-  const deps = createDeps({ config, logger: silentLogger(), metrics: new MemoryMetricsRecorder() });
-  const once = (fn: AnyFunction, data: unknown) => runFunction(fn, data, { jobId: 'bench', attempt: 1, maxAttempts: 1, createdAt: Date.now() }, { deps, emit: async () => {} });
+  const bench = benchPostgresDataset(rgw, source.url, env);
+  const once = bench.once;
   const { key, size } = (await once(dumpPostgres, { dataset: 'bench', tick: new Date().toISOString() })) as { key: string; size: number };
   await once(verifyObject, { dataset: 'bench', key });
   await timeShell(`pg_dumpall --dbname '${source.url}' > ${file}`);
@@ -59,7 +48,7 @@ try {
 
   const target = await startThrowawayCluster();
   const configFile = join(tmpdir(), `lifeboat-bench-${process.pid}.yaml`);
-  await writeFile(configFile, JSON.stringify({ ...rawConfig, redis: { url: 'redis://127.0.0.1:1' } }));
+  await writeFile(configFile, JSON.stringify({ ...bench.rawConfig, redis: { url: 'redis://127.0.0.1:1' } }));
   const restore = await timeShell(`node --max-semi-space-size=2 ${join(import.meta.dirname, '../lib/cli/main.js')} restore bench --to '${target.url}' -c ${configFile}`, { env: { ...env, LOG_LEVEL: 'error' }, stdio: ['ignore', 'ignore', 'ignore'] });
   await target.stop();
   await rm(configFile);
@@ -67,7 +56,7 @@ try {
   const started = process.hrtime.bigint();
   const drill = (await once(drillRestore, { dataset: 'bench' })) as { restoreMs: number; checks: unknown[] };
   const drillSeconds = Number(process.hrtime.bigint() - started) / 1e9;
-  await deps.close();
+  await bench.close();
 
   console.log(`\nrestore benchmark: ${fmt(size / 1024 ** 3)} GiB dump (pgbench scale ${scale}, with primary keys), RGW (bluestore) on loopback, ${new Date().toISOString()}`);
   printTable([

@@ -18,16 +18,10 @@ import { parseArgs } from 'node:util';
 import { CreateBucketCommand } from '@aws-sdk/client-s3';
 import { dumpPostgres } from '../functions/dumpPostgres.js';
 import { verifyObject } from '../functions/verifyObject.js';
-import { parseConfig } from '../lib/config/load.js';
-import { createDeps } from '../lib/plumbing/deps.js';
-import { silentLogger } from '../lib/plumbing/logger.js';
-import { MemoryMetricsRecorder } from '../lib/metrics/recorder.js';
 import { findServerBinaries, startThrowawayCluster, type ThrowawayCluster } from '../lib/postgres/cluster.js';
 import { LocalRunner } from '../lib/postgres/runner.js';
 import { createS3Client } from '../lib/targets/s3.js';
-import { runFunction } from '../queue/runner.js';
-import type { AnyFunction } from '../queue/define.js';
-import { fmt, printTable, startBenchRgw, timeShell } from './common.js';
+import { benchPostgresDataset, fmt, printTable, startBenchRgw, timeShell } from './common.js';
 
 const { values } = parseArgs({ options: { gib: { type: 'string', default: '1' } } });
 const scale = Math.ceil(Number(values.gib) * 110);
@@ -109,16 +103,10 @@ try {
   await psqlValue(withDb(source.url, 'small'), `create table items (id int primary key, label text, price numeric(8,2)); insert into items select g, 'item ' || g, g * 1.25 from generate_series(1, ${SMALL_ROWS}) g`);
   const expected = { big: await psqlValue(withDb(source.url, 'big'), ACCOUNTS), small: await psqlValue(withDb(source.url, 'small'), ITEMS) };
 
-  const rawConfig = {
-    targets: { hub: { kind: 's3', endpoint: rgw.endpoint, accessKeyId: '${env:BENCH_S3_KEY}', secretAccessKey: '${env:BENCH_S3_SECRET}' } },
-    datasets: [{ id: 'bench', kind: 'postgres', source: { mode: 'direct', url: source.url }, target: { name: 'hub', bucket: 'bench' }, compression: 'none' }],
-  };
-  const config = parseConfig(rawConfig, 'bench', { env });
-  const deps = createDeps({ config, logger: silentLogger(), metrics: new MemoryMetricsRecorder() });
-  const once = (fn: AnyFunction, data: unknown) => runFunction(fn, data, { jobId: 'bench', attempt: 1, maxAttempts: 1, createdAt: Date.now() }, { deps, emit: async () => {} });
+  const { rawConfig, once, close } = benchPostgresDataset(rgw, source.url, env);
   const { key, size } = (await once(dumpPostgres, { dataset: 'bench', tick: new Date().toISOString() })) as { key: string; size: number };
   await once(verifyObject, { dataset: 'bench', key });
-  await deps.close();
+  await close();
   await timeShell(`pg_dumpall --dbname '${source.url}' > ${file}`);
   await source.stop();
   await writeFile(configFile, JSON.stringify({ ...rawConfig, redis: { url: 'redis://127.0.0.1:1' } }));
