@@ -1,10 +1,12 @@
 {
   description = "Lifeboat: verified backups for homelab and small clusters";
 
-  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-24.11";
+  # 25.11: the supported stable release (24.11 is out of support); nodejs_22, importNpmLock, PostgreSQL 15-17.
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.11";
 
-  # Nothing in this flake has been built or evaluated where it was written (no Nix daemon there): only
-  # `nix-instantiate --parse` ran on it (test/deploy.test.ts). Expect to fix small things on first build.
+  # Nothing in this flake has been built or evaluated where it was written (no Nix daemon, no nixpkgs
+  # there): only `nix-instantiate --parse` and text checks ran on it (test/deploy.test.ts). Expect to fix
+  # small things on the first build.
   outputs = { self, nixpkgs }:
     let
       lib = nixpkgs.lib;
@@ -18,19 +20,37 @@
           let base = baseNameOf path; in
           !(lib.elem base [ "node_modules" "dist" ".lifeboat" ".git" "result" "test-results.json" ]);
       };
+
+      packageJson = lib.importJSON ./package.json;
+      version = packageJson.version;
+      # The image's name:tag is what deploy/base's Deployments name (lifeboat:<version>).
+      imageName = "lifeboat";
+      imageTag = version;
+
+      # importNpmLock fetches each package from the `resolved` URL package-lock.json records (checked
+      # against its `integrity`). A lock written with npm's omit-lockfile-registry-resolved has none, and
+      # the sandboxed npm install would then fail offline: say so at evaluation instead.
+      lockedPackages = (lib.importJSON ./package-lock.json).packages;
+      unresolvedPackages = lib.filter
+        (path: path != "" && !(lockedPackages.${path} ? resolved) && !(lockedPackages.${path}.link or false))
+        (lib.attrNames lockedPackages);
+      checkLockResolved = lib.assertMsg (unresolvedPackages == [ ]) ''
+        package-lock.json has no `resolved` URL for ${toString (lib.length unresolvedPackages)} packages (first: ${lib.head unresolvedPackages}),
+        so importNpmLock cannot fetch them. Regenerate the lock with npm's omit-lockfile-registry-resolved off.'';
     in
     {
       packages = forAllSystems (pkgs: rec {
         default = pkgs.buildNpmPackage {
           pname = "lifeboat";
-          version = "0.1.0";
-          inherit src;
-          nodejs = pkgs.nodejs_20;
-          # Placeholder: the real hash of package-lock.json's dependencies cannot be computed without Nix.
-          # Build once (`nix build .#default`); the error prints "got: sha256-…": put that here. Or run
-          # `nix run nixpkgs#prefetch-npm-deps -- package-lock.json`. Update it whenever the lock changes.
-          npmDepsHash = lib.fakeHash;
+          inherit version src;
+          # Node 22 (LTS): Node 20 reached end of life; package.json's engines still allows 20.19+.
+          nodejs = pkgs.nodejs_22;
+          # Dependencies come from package-lock.json by their integrity hashes: no separate hash to keep in step.
+          npmDeps = assert checkLockResolved; pkgs.importNpmLock { npmRoot = ./.; };
+          npmConfigHook = pkgs.importNpmLock.npmConfigHook;
           npmBuildScript = "build";
+          # `npm pack` in the install phase would run the prepare script, i.e. build a second time.
+          npmPackFlags = [ "--ignore-scripts" ];
           # The suite needs Redis, PostgreSQL and a Ceph RGW: see checks.tests.
           doCheck = false;
           meta = {
@@ -40,37 +60,55 @@
           };
         };
 
-        # OCI image for the cluster (deploy/base uses the image name `lifeboat`):
-        #   nix build .#image && k3s ctr images import result      (on each node), or push it with skopeo.
-        # An aarch64 image needs an aarch64 build (the Pi or a remote builder).
-        image = pkgs.dockerTools.buildLayeredImage {
-          name = "lifeboat";
-          tag = "latest";
-          # postgresql_15: initdb/pg_ctl for local-mode drills and psql/pg_dumpall for direct mode.
-          contents = [ default pkgs.postgresql_15 pkgs.cacert pkgs.bashInteractive pkgs.coreutils ];
-          # A non-root user with a passwd entry (initdb refuses a uid it cannot look up), and /tmp.
-          extraCommands = ''
-            mkdir -p etc tmp var/lib/lifeboat
-            chmod 1777 tmp
-            echo 'root:x:0:0:root:/root:/bin/sh' > etc/passwd
-            echo 'lifeboat:x:65532:65532:lifeboat:/tmp:/bin/sh' >> etc/passwd
-            echo 'root:x:0:' > etc/group
-            echo 'lifeboat:x:65532:' >> etc/group
-          '';
-          config = {
-            Entrypoint = [ "${default}/bin/lifeboat" ];
-            Cmd = [ "--help" ];
-            User = "65532:65532";
-            WorkingDir = "/tmp";
-            Env = [
-              "NODE_OPTIONS=--max-semi-space-size=2"
-              "SSL_CERT_FILE=${pkgs.cacert}/etc/ssl/certs/ca-bundle.crt"
-              "PATH=/bin"
-              "HOME=/tmp"
-            ];
-            ExposedPorts = { "9465/tcp" = { }; };
+        # OCI image for the cluster; deploy/base's Deployments use lifeboat:<version> with
+        # imagePullPolicy IfNotPresent. On each k3s node that runs Lifeboat pods:
+        #   nix build .#image && k3s ctr images import result
+        # (or push it to your own registry with skopeo and set the overlay's `images:`). The image has the
+        # build machine's architecture: build an aarch64 image on aarch64 (the Pi, or a remote builder).
+        image =
+          let
+            # Local-mode drills use initdb/pg_ctl of the dump's major version from /usr/lib/postgresql/<major>/bin
+            # (lib/postgres/cluster.ts); direct-mode dumps need a pg_dumpall at least as new as the server,
+            # so the newest is on PATH.
+            postgresqlPackages = [ pkgs.postgresql_15 pkgs.postgresql_16 pkgs.postgresql_17 ];
+            newestPostgresql = lib.last postgresqlPackages;
+          in
+          pkgs.dockerTools.buildLayeredImage {
+            name = imageName;
+            tag = imageTag;
+            # etcd: etcdutl/etcdctl for the etcd snapshot drill; cacert for TLS from psql, etcdctl and Node.
+            contents = [ default newestPostgresql pkgs.etcd pkgs.cacert pkgs.bashInteractive pkgs.coreutils ];
+            # A non-root user with a passwd entry (initdb refuses a uid it cannot look up), /tmp, and one
+            # directory per PostgreSQL major.
+            extraCommands = ''
+              mkdir -p etc tmp var/lib/lifeboat usr/lib/postgresql
+              chmod 1777 tmp
+              echo 'root:x:0:0:root:/root:/bin/sh' > etc/passwd
+              echo 'lifeboat:x:65532:65532:lifeboat:/tmp:/bin/sh' >> etc/passwd
+              echo 'root:x:0:' > etc/group
+              echo 'lifeboat:x:65532:' >> etc/group
+            '' + lib.concatMapStrings
+              (pg: "ln -s ${pg} usr/lib/postgresql/${lib.versions.major pg.version}\n")
+              postgresqlPackages;
+            config = {
+              Entrypoint = [ "${default}/bin/lifeboat" ];
+              Cmd = [ "--help" ];
+              User = "65532:65532";
+              WorkingDir = "/tmp";
+              Env = [
+                "NODE_OPTIONS=--max-semi-space-size=2"
+                "SSL_CERT_FILE=${pkgs.cacert}/etc/ssl/certs/ca-bundle.crt"
+                "NODE_EXTRA_CA_CERTS=${pkgs.cacert}/etc/ssl/certs/ca-bundle.crt"
+                "PATH=/bin"
+                "HOME=/tmp"
+              ];
+              ExposedPorts = { "9465/tcp" = { }; };
+              Labels = {
+                "org.opencontainers.image.title" = "lifeboat";
+                "org.opencontainers.image.version" = version;
+              };
+            };
           };
-        };
       });
 
       nixosModules = {
@@ -83,13 +121,13 @@
         };
       };
 
-      # What the tests and the demo need: Node 20+, Redis, PostgreSQL 15 (client and server binaries).
+      # What the tests and the demo need: Node 22 (20.19+ works), Redis, PostgreSQL 15 (client and server binaries).
       # The RGW the tests start comes from Debian's ceph packages (see .ci/run).
       devShells = forAllSystems (pkgs: {
         default = pkgs.mkShell {
           # Ceph client tools (pkgs.ceph-client: ceph, rados, radosgw-admin) are left out: a large build,
           # and test/rgw/rgw.sh expects Debian's ceph-mon/ceph-osd/radosgw layout anyway.
-          packages = with pkgs; [ nodejs_20 redis postgresql_15 rclone prometheus minio-client ];
+          packages = with pkgs; [ nodejs_22 redis postgresql_15 rclone prometheus minio-client ];
         };
       });
 

@@ -4,19 +4,25 @@
 #     enable = true;
 #     dataDir = "/mnt/backup/minio";
 #     rootCredentialsFile = "/run/secrets/minio-root";        # MINIO_ROOT_USER=... / MINIO_ROOT_PASSWORD=...
-#     writers.lifeboat = { buckets = [ "postgres" "rgw" "etcd" "velero" ]; secretKeyFile = "/run/secrets/hub-lifeboat"; };
+#     # allowDelete: pruneCheck's retention (and mirror.deletion: delete) delete old backups.
+#     writers.lifeboat = { buckets = [ "postgres" "rgw" "etcd" "velero" ]; secretKeyFile = "/run/secrets/hub-lifeboat"; allowDelete = true; };
 #     writers.velero   = { buckets = [ "velero" ]; secretKeyFile = "/run/secrets/hub-velero"; allowDelete = true; };
 #     webhook = { enable = true; endpoint = "http://lifeboat.lan:9465/hooks/s3"; tokenFile = "/run/secrets/lifeboat-webhook"; };
 #   };
 #
-# What it sets up (lifeboat-hub-provision.service, a oneshot after minio.service, idempotent):
+# What it sets up (lifeboat-hub-provision.service, a oneshot after minio.service running
+# ./hub-provision.sh; a re-run adds nothing, and a failed run is retried every 30 s):
 # - every bucket in `buckets`, with versioning on: a delete (Lifeboat's prune, Velero's TTL, a stolen key)
 #   only adds a delete marker, the bytes stay as a noncurrent version;
 # - per writer a user (access key = the writer's name, secret key from secretKeyFile) and a policy
 #   `lifeboat-writer-<name>` limited to its buckets: s3:PutObject, s3:GetObject, s3:ListBucket,
-#   s3:ListBucketMultipartUploads, s3:AbortMultipartUpload, and no s3:DeleteObject unless allowDelete;
-# - optionally the webhook notification target `lifeboat` (MinIO notify_webhook) and a put event on
-#   every bucket, so `lifeboat serve` verifies each object as it arrives;
+#   s3:ListBucketMultipartUploads, s3:ListMultipartUploadParts, s3:AbortMultipartUpload, and no
+#   s3:DeleteObject unless allowDelete;
+# - optionally the webhook notification target `lifeboat` (MinIO notify_webhook, ARN
+#   arn:minio:sqs:<services.minio.region>:lifeboat:webhook) and a put event on every bucket, so
+#   `lifeboat serve` verifies each object as it arrives. MinIO refuses the target while serve is
+#   unreachable: the unit then fails after everything else is in place and systemd retries it
+#   (Restart=on-failure), and once the target exists queue_dir keeps events while serve is down;
 # - optionally a lifecycle rule expiring noncurrent versions (see `lifecycle`).
 #
 # Secrets never enter the Nix store: every secret option is a path read at runtime.
@@ -26,11 +32,9 @@ let
   cfg = config.services.lifeboat-hub;
   inherit (lib) mkOption mkEnableOption mkIf types literalExpression;
 
-  alias = "hub";
   # MinIO listens on listenAddress (":9000" = all addresses); the provisioning talks to it on loopback.
   port = lib.last (lib.splitString ":" cfg.listenAddress);
   localUrl = "http://127.0.0.1:${port}";
-  arn = "arn:minio:sqs::lifeboat:webhook";
 
   writerPolicy = name: writer:
     pkgs.writeText "lifeboat-writer-${name}.json" (builtins.toJSON {
@@ -43,77 +47,14 @@ let
         }
         {
           Effect = "Allow";
-          Action = [ "s3:PutObject" "s3:GetObject" "s3:AbortMultipartUpload" ]
+          # s3:ListMultipartUploadParts: velero-plugin-for-aws's documented policy has it.
+          Action = [ "s3:PutObject" "s3:GetObject" "s3:AbortMultipartUpload" "s3:ListMultipartUploadParts" ]
             ++ lib.optional writer.allowDelete "s3:DeleteObject";
           Resource = map (b: "arn:aws:s3:::${b}/*") writer.buckets;
         }
       ];
     });
 
-  lifecycleRules = pkgs.writeText "lifeboat-hub-lifecycle.json" (builtins.toJSON {
-    Rules = [
-      {
-        ID = "lifeboat-noncurrent-expiry";
-        Status = "Enabled";
-        Filter = { Prefix = ""; };
-        NoncurrentVersionExpiration = { NoncurrentDays = cfg.lifecycle.expireDays; };
-        # Delete markers with no versions left behind them are only clutter.
-        Expiration = { ExpiredObjectDeleteMarker = true; };
-      }
-    ];
-  });
-
-  provisionScript = pkgs.writeShellScript "lifeboat-hub-provision" ''
-    set -euo pipefail
-    export MC_CONFIG_DIR="$RUNTIME_DIRECTORY/mc"
-    # MINIO_ROOT_USER / MINIO_ROOT_PASSWORD come from rootCredentialsFile (EnvironmentFile).
-    for _ in $(seq 60); do
-      if mc alias set ${alias} ${localUrl} "$MINIO_ROOT_USER" "$MINIO_ROOT_PASSWORD" >/dev/null 2>&1 &&
-         mc admin info ${alias} >/dev/null 2>&1; then break; fi
-      sleep 1
-    done
-    mc admin info ${alias} >/dev/null
-
-    # Buckets, versioned.
-    ${lib.concatMapStrings (b: ''
-      mc mb --ignore-existing ${alias}/${b}
-      mc version enable ${alias}/${b}
-    '') cfg.buckets}
-
-    # One user and one policy per writer. The secret key goes through mc's command line for a moment;
-    # on a single-purpose Pi that is acceptable (mount /proc with hidepid=2 to hide it from other users).
-    ${lib.concatStrings (lib.mapAttrsToList (name: writer: ''
-      mc admin policy create ${alias} lifeboat-writer-${name} ${writerPolicy name writer}
-      mc admin user add ${alias} ${lib.escapeShellArg name} "$(cat "$CREDENTIALS_DIRECTORY/writer-${name}")"
-      if ! mc admin user info ${alias} ${lib.escapeShellArg name} --json |
-           jq -e '(.policyName // "") | split(",") | index("lifeboat-writer-${name}")' >/dev/null; then
-        mc admin policy attach ${alias} lifeboat-writer-${name} --user ${lib.escapeShellArg name}
-      fi
-    '') cfg.writers)}
-
-    ${lib.optionalString cfg.webhook.enable ''
-      # The notification target. auth_token is read from tokenFile now, never stored in Nix.
-      token="$(cat "$CREDENTIALS_DIRECTORY/webhook-token")"
-      mc admin config set ${alias} notify_webhook:lifeboat \
-        endpoint=${lib.escapeShellArg cfg.webhook.endpoint} \
-        auth_token="$token" \
-        queue_dir=${lib.escapeShellArg cfg.webhook.queueDir} \
-        queue_limit=${toString cfg.webhook.queueLimit}
-      unset token
-      # notify_webhook changes take effect after a restart.
-      mc admin service restart ${alias} >/dev/null
-      for _ in $(seq 60); do mc admin info ${alias} >/dev/null 2>&1 && break; sleep 1; done
-      ${lib.concatMapStrings (b: ''
-        if ! mc event ls ${alias}/${b} ${arn} 2>/dev/null | grep -q ${arn}; then
-          mc event add ${alias}/${b} ${arn} --event put
-        fi
-      '') cfg.webhook.buckets}
-    ''}
-
-    ${lib.optionalString cfg.lifecycle.enable (lib.concatMapStrings (b: ''
-      mc ilm rule import ${alias}/${b} < ${lifecycleRules}
-    '') cfg.buckets)}
-  '';
 in
 {
   options.services.lifeboat-hub = {
@@ -158,14 +99,15 @@ in
       default = { };
       example = literalExpression ''
         {
-          lifeboat = { buckets = [ "postgres" "rgw" "etcd" "velero" ]; secretKeyFile = "/run/secrets/hub-lifeboat"; };
+          lifeboat = { buckets = [ "postgres" "rgw" "etcd" "velero" ]; secretKeyFile = "/run/secrets/hub-lifeboat"; allowDelete = true; };
           velero = { buckets = [ "velero" ]; secretKeyFile = "/run/secrets/hub-velero"; allowDelete = true; };
         }
       '';
       description = ''
         S3 users, by access key (the attribute name). Each gets a policy on its buckets only:
-        s3:PutObject, s3:GetObject, s3:ListBucket, s3:ListBucketMultipartUploads and
-        s3:AbortMultipartUpload, and no s3:DeleteObject unless allowDelete.
+        s3:PutObject, s3:GetObject, s3:ListBucket, s3:ListBucketMultipartUploads,
+        s3:ListMultipartUploadParts and s3:AbortMultipartUpload, and no s3:DeleteObject unless
+        allowDelete.
       '';
       type = types.attrsOf (types.submodule {
         options = {
@@ -293,13 +235,34 @@ in
       requires = [ "minio.service" ];
       wantedBy = [ "multi-user.target" ];
       path = [ pkgs.minio-client pkgs.jq pkgs.coreutils pkgs.gnugrep ];
+      # The script's inputs (see its header). No secrets here: those are files, passed with LoadCredential.
+      environment = {
+        HUB_ALIAS = "hub";
+        HUB_ENDPOINT = localUrl;
+        # MinIO puts its region into the target's ARN; the nixpkgs module always sets MINIO_REGION.
+        HUB_REGION = config.services.minio.region;
+        HUB_BUCKETS = toString cfg.buckets;
+        HUB_NONCURRENT_EXPIRY_DAYS = lib.optionalString cfg.lifecycle.enable (toString cfg.lifecycle.expireDays);
+        HUB_WRITERS = toString (lib.mapAttrsToList (name: writer: "${name}:${writerPolicy name writer}") cfg.writers);
+        HUB_WEBHOOK_ENDPOINT = lib.optionalString cfg.webhook.enable cfg.webhook.endpoint;
+        HUB_WEBHOOK_QUEUE_DIR = cfg.webhook.queueDir;
+        HUB_WEBHOOK_QUEUE_LIMIT = toString cfg.webhook.queueLimit;
+        HUB_WEBHOOK_BUCKETS = toString cfg.webhook.buckets;
+      };
+      # Keep retrying (every RestartSec) until the hub is complete, e.g. once `lifeboat serve` is up.
+      unitConfig.StartLimitIntervalSec = 0;
       serviceConfig = {
         Type = "oneshot";
         RemainAfterExit = true;
-        ExecStart = provisionScript;
+        ExecStart = "${pkgs.runtimeShell} ${./hub-provision.sh}";
+        Restart = "on-failure";
+        RestartSec = 30;
+        TimeoutStartSec = "5min";
         EnvironmentFile = lib.mkIf (cfg.rootCredentialsFile != null) (toString cfg.rootCredentialsFile);
         DynamicUser = true;
         RuntimeDirectory = "lifeboat-hub-provision";
+        # Hashes of what was last written (secret keys, webhook settings), so a re-run skips them.
+        StateDirectory = "lifeboat-hub-provision";
         # The secret files are usually root-only: systemd hands them to this (dynamic, unprivileged) user.
         LoadCredential =
           lib.mapAttrsToList (name: writer: "writer-${name}:${toString writer.secretKeyFile}") cfg.writers
