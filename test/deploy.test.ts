@@ -119,6 +119,78 @@ describe('nix files', () => {
     // stderr carries a warning about the missing nixbld group on a plain Debian install: not an error.
     expect(result.status, result.stderr).toBe(0);
   });
+
+  it('nix/hub-provision.sh (run by hub.nix) is strict bash and parses (bash -n); test/hubProvision.fakeMc.test.ts runs it', () => {
+    const file = join(root, 'nix/hub-provision.sh');
+    expect(readFileSync(file, 'utf8')).toMatch(/^#!\/usr\/bin\/env bash\n[\s\S]*^set -euo pipefail$/m);
+    const result = spawnSync('bash', ['-n', file], { encoding: 'utf8' });
+    expect(result.status, result.stderr).toBe(0);
+    expect(readFileSync(join(root, 'nix/hub.nix'), 'utf8')).toContain('${./hub-provision.sh}');
+  });
+});
+
+describe('flake', () => {
+  const flake = readFileSync(join(root, 'flake.nix'), 'utf8');
+  const version = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string }).version;
+  /** The value of a top-level `name = "…";` binding in flake.nix. */
+  const stringBinding = (name: string) => new RegExp(`^\\s*${name} = "([^"]+)";`, 'm').exec(flake)?.[1];
+  const imageName = stringBinding('imageName');
+  const imageRef = `${imageName}:${version}`;
+
+  it('has no placeholder hash: the npm dependencies come from package-lock.json through importNpmLock', () => {
+    expect(flake).not.toMatch(/fakeHash|npmDepsHash/);
+    expect(flake).toMatch(/npmDeps = (assert \w+; )?pkgs\.importNpmLock \{ npmRoot = \.\/\.; \};/);
+    expect(flake).toContain('npmConfigHook = pkgs.importNpmLock.npmConfigHook;');
+  });
+
+  it('pins Node 22 or 24 (Node 20 reached end of life), everywhere', () => {
+    const pinned = [...flake.matchAll(/\bnodejs_(\d+)\b/g)].map((m) => m[1]);
+    expect(pinned.length).toBeGreaterThan(0);
+    for (const major of pinned) expect(['22', '24'], `nodejs_${major}`).toContain(major);
+    expect(flake).toMatch(/nodejs = pkgs\.nodejs_(22|24);/);
+  });
+
+  it('defines packages.image: a layered OCI image with the CLI, PostgreSQL clients, etcd tools and CA certificates', () => {
+    expect(flake).toMatch(/\n\s+image =[\s\S]*pkgs\.dockerTools\.(buildLayeredImage|streamLayeredImage) \{/);
+    const image = flake.slice(flake.search(/\n\s+image =/), flake.indexOf('nixosModules = {'));
+    expect(image).toMatch(/name = imageName;/);
+    expect(image).toMatch(/tag = imageTag;/);
+    const contents = /contents = \[([^\]]*)\]/.exec(image)?.[1] ?? '';
+    for (const wanted of ['default', 'Postgresql', 'pkgs.etcd', 'pkgs.cacert']) expect(contents, wanted).toContain(wanted);
+    expect(image).toMatch(/postgresqlPackages = \[ pkgs\.postgresql_15 pkgs\.postgresql_16 pkgs\.postgresql_17 \];/);
+    // Local drills find each major where lib/postgres/cluster.ts looks.
+    expect(image).toContain('usr/lib/postgresql/${lib.versions.major pg.version}');
+    expect(readFileSync(join(root, 'lib/postgres/cluster.ts'), 'utf8')).toContain('/usr/lib/postgresql/${options.major}/bin');
+  });
+
+  it('the image is lifeboat:<package.json version>', () => {
+    expect(imageName).toBe('lifeboat');
+    expect(flake).toMatch(/^\s*packageJson = lib\.importJSON \.\/package\.json;$/m);
+    expect(flake).toMatch(/^\s*version = packageJson\.version;$/m);
+    expect(flake).toMatch(/^\s*imageTag = version;$/m);
+  });
+
+  it('every Lifeboat container names that image, IfNotPresent (it is imported on the nodes, not pulled)', () => {
+    const deployments = ['worker-deployment.yaml', 'etcd-deployment.yaml', 'serve.yaml']
+      .flatMap((f) => docs(join(root, 'deploy/base', f)))
+      .filter((o) => o.kind === 'Deployment') as Any[];
+    expect(deployments).toHaveLength(3);
+    for (const d of deployments) {
+      for (const c of [...d.spec.template.spec.containers, ...(d.spec.template.spec.initContainers ?? [])]) {
+        expect(c.image, `${d.metadata.name}/${c.name}`).toBe(imageRef);
+        expect(c.imagePullPolicy, `${d.metadata.name}/${c.name}`).toBe('IfNotPresent');
+      }
+    }
+  });
+
+  it("the kustomizations' image overrides keep the flake's name and tag", () => {
+    for (const dir of ['deploy/base', 'deploy/overlays/example']) {
+      const k = parse(readFileSync(join(root, dir, 'kustomization.yaml'), 'utf8')) as { images?: Array<{ name: string; newName?: string; newTag?: string }> };
+      for (const i of k.images ?? []) {
+        expect(`${i.newName ?? i.name}:${i.newTag ?? version}`, `${dir}/kustomization.yaml images ${i.name}`).toBe(imageRef);
+      }
+    }
+  });
 });
 
 describe('kubernetes manifests', () => {
@@ -181,7 +253,7 @@ describe('kubernetes manifests', () => {
       const pod = d.spec.template.spec;
       for (const c of pod.containers) {
         const where = `${d.metadata.name}/${c.name}`;
-        expect(c.image, where).toBe('lifeboat');
+        expect(c.image, where).toBe('lifeboat:0.1.0');
         expect(c.resources?.requests?.memory, where).toBeTruthy();
         expect(c.resources?.limits?.memory, where).toBeTruthy();
         expect(c.securityContext, where).toMatchObject({ readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] }, seccompProfile: { type: 'RuntimeDefault' } });
@@ -216,7 +288,7 @@ describe('kubernetes manifests', () => {
     expect(sts.spec.template.spec.containers[0].volumeMounts).toContainEqual({ name: 'data', mountPath: '/data' });
   });
 
-  it('RBAC: resourceNames for the postgres pod and secret, the drill and snapshot permissions', () => {
+  it('RBAC: resourceNames for the postgres pod and secret, the drill and snapshot permissions (exact sets: test/rbac.test.ts)', () => {
     const role = docs(join(root, 'deploy/base/rbac-postgres.yaml')).find((o) => o.kind === 'Role') as Any;
     const exec = role.rules.find((r: Any) => r.resources.includes('pods/exec'));
     expect(exec.resourceNames).toEqual(['pg-postgresql-0']);
@@ -225,13 +297,29 @@ describe('kubernetes manifests', () => {
     expect(secret).toEqual({ apiGroups: [''], resources: ['secrets'], resourceNames: ['pg-postgresql'], verbs: ['get'] });
     const cluster = docs(join(root, 'deploy/base/rbac-cluster.yaml')).filter((o) => o.kind === 'ClusterRole') as Any[];
     const rules = cluster.flatMap((c) => c.rules);
-    const verbs = (resource: string) => rules.filter((r: Any) => r.resources.includes(resource)).flatMap((r: Any) => r.verbs);
-    expect(verbs('namespaces')).toEqual(expect.arrayContaining(['create', 'get', 'delete']));
-    expect(verbs('pods')).toEqual(expect.arrayContaining(['create', 'get', 'delete']));
-    expect(verbs('pods/exec')).toContain('create');
-    expect(rules.find((r: Any) => r.apiGroups.includes('k3s.cattle.io'))).toMatchObject({ resources: ['etcdsnapshotfiles'], verbs: ['get', 'list'] });
+    const verbs = (resource: string) => [...new Set(rules.filter((r: Any) => r.resources.includes(resource)).flatMap((r: Any) => r.verbs))].sort();
+    // The postgres drill creates and deletes its namespace; the Velero drill reads and deletes Velero's.
+    expect(verbs('namespaces')).toEqual(['create', 'delete', 'get']);
+    // No pod delete: the drill deletes the namespace, and the pod with it.
+    expect(verbs('pods')).toEqual(['create', 'get']);
+    expect(verbs('pods/exec')).toEqual(['create', 'get']);
+    expect(rules.find((r: Any) => r.apiGroups.includes('k3s.cattle.io'))).toMatchObject({ resources: ['etcdsnapshotfiles'], verbs: ['list'] });
     // Nothing reads secrets cluster-wide.
     expect(rules.some((r: Any) => r.resources.includes('secrets') || r.resources.includes('*'))).toBe(false);
+    // Each component has its own ServiceAccount; the old shared `lifeboat` one is gone.
+    const bindings = ['rbac-cluster.yaml', 'rbac-postgres.yaml', 'rbac-velero.yaml'].flatMap((f) => docs(join(root, 'deploy/base', f))).filter((o) => /Binding$/.test(o.kind!)) as Any[];
+    expect(new Set(bindings.flatMap((b) => b.subjects.map((s: Any) => s.name)))).toEqual(new Set(['lifeboat-worker', 'lifeboat-etcd']));
+    const byName = Object.fromEntries(lifeboatDeployments().map((d) => [d.metadata.name, d.spec.template.spec]));
+    expect([byName['lifeboat-worker'].serviceAccountName, byName['lifeboat-etcd'].serviceAccountName, byName['lifeboat-serve'].serviceAccountName]).toEqual(['lifeboat-worker', 'lifeboat-etcd', 'lifeboat-serve']);
+    expect(byName['lifeboat-serve'].automountServiceAccountToken).toBe(false);
+  });
+
+  it('the admission policy confines the worker and is bound', () => {
+    const objects = docs(join(root, 'deploy/base/admission-policy.yaml')) as Any[];
+    const policy = objects.find((o) => o.kind === 'ValidatingAdmissionPolicy');
+    expect(policy.apiVersion).toBe('admissionregistration.k8s.io/v1');
+    expect(policy.spec.matchConditions[0].expression).toContain("'system:serviceaccount:lifeboat:lifeboat-worker'");
+    expect(objects.find((o) => o.kind === 'ValidatingAdmissionPolicyBinding').spec).toEqual({ policyName: policy.metadata.name, validationActions: ['Deny'] });
   });
 });
 
@@ -273,9 +361,9 @@ describe('kustomize', () => {
     const listed = new Set(k.resources);
     for (const f of readdirSync(dir).filter((f) => f.endsWith('.yaml') && !['kustomization.yaml', 'lifeboat.yaml'].includes(f))) expect(listed.has(f), `${f} listed in resources`).toBe(true);
     const kinds = objects.map((o) => `${o.kind}/${o.metadata?.name}`);
-    expect(kinds).toEqual(expect.arrayContaining(['Namespace/lifeboat', 'ServiceAccount/lifeboat', 'Deployment/lifeboat-worker', 'Deployment/lifeboat-etcd', 'Deployment/lifeboat-serve', 'Service/lifeboat-serve', 'StatefulSet/lifeboat-redis', 'Service/lifeboat-redis', 'ServiceMonitor/lifeboat', 'PrometheusRule/lifeboat', 'PodDisruptionBudget/lifeboat-serve']));
+    expect(kinds).toEqual(expect.arrayContaining(['Namespace/lifeboat', 'ServiceAccount/lifeboat-worker', 'ServiceAccount/lifeboat-etcd', 'ServiceAccount/lifeboat-serve', 'ValidatingAdmissionPolicy/lifeboat-worker-drill', 'ValidatingAdmissionPolicyBinding/lifeboat-worker-drill', 'Deployment/lifeboat-worker', 'Deployment/lifeboat-etcd', 'Deployment/lifeboat-serve', 'Service/lifeboat-serve', 'StatefulSet/lifeboat-redis', 'Service/lifeboat-redis', 'ServiceMonitor/lifeboat', 'PrometheusRule/lifeboat', 'PodDisruptionBudget/lifeboat-serve']));
     const lifeboatImages = objects.filter((o) => o.kind === 'Deployment').flatMap((o: Any) => o.spec.template.spec.containers.map((c: Any) => c.image));
-    expect(new Set(lifeboatImages)).toEqual(new Set(['lifeboat']));
+    expect(new Set(lifeboatImages)).toEqual(new Set(['lifeboat:0.1.0']));
     const generators = k.configMapGenerator!.map((g) => g.name);
     expect(generators).toEqual(['lifeboat-config', 'lifeboat-dashboard']);
   });
@@ -288,12 +376,14 @@ describe('kustomize', () => {
     expect(k.images?.map((i) => i.name)).toEqual(['lifeboat']);
     const config = parse(readFileSync(join(dir, 'lifeboat.yaml'), 'utf8'));
     const ns = config.datasets.find((d: Any) => d.kind === 'postgres' && d.source.mode === 'kubernetes').source.namespace;
-    expect(k.patches!.map((p) => parse(p.patch!)[0].value)).toEqual([ns, ns]);
+    const pod = config.datasets.find((d: Any) => d.kind === 'postgres' && d.source.mode === 'kubernetes').source.pod;
+    // The Role and RoleBinding move to the dump namespace; the admission policy's dump pod follows.
+    expect(k.patches!.map((p) => parse(p.patch!).at(-1).value)).toEqual([ns, ns, `['${ns}/${pod}']`]);
   });
 
   const kubectl = tool('kubectl');
   it.runIf(kubectl)('kubectl kustomize renders base and overlay; every rendered object validates', async () => {
-    for (const [dir, tag, pgNamespace] of [['deploy/base', 'lifeboat:latest', 'db'], ['deploy/overlays/example', 'lifeboat:0.1.0', 'databases']] as const) {
+    for (const [dir, tag, pgNamespace] of [['deploy/base', 'lifeboat:0.1.0', 'db'], ['deploy/overlays/example', 'lifeboat:0.1.0', 'databases']] as const) {
       const out = execFileSync('kubectl', ['kustomize', join(root, dir)], { encoding: 'utf8' });
       const objects = parseAllDocuments(out).map((d) => d.toJS() as Obj).map((o) => {
         const { sops: _sops, ...rest } = o as Obj & { sops?: unknown };
@@ -310,8 +400,8 @@ describe('kustomize', () => {
       const dashboard = objects.find((o) => o.kind === 'ConfigMap' && o.metadata?.name === 'lifeboat-dashboard') as Any;
       expect(dashboard.metadata.labels.grafana_dashboard).toBe('1');
       expect(JSON.parse(dashboard.data['lifeboat.json'])).toEqual(JSON.parse(readFileSync(join(root, 'deploy/grafana/dashboards/lifeboat.json'), 'utf8')));
-      expect(objects.find((o) => o.kind === 'Role')?.metadata?.namespace).toBe(pgNamespace);
-      expect(objects.find((o) => o.kind === 'RoleBinding')?.metadata?.namespace).toBe(pgNamespace);
+      expect(objects.find((o) => o.kind === 'Role' && o.metadata?.name === 'lifeboat-postgres-dump')?.metadata?.namespace).toBe(pgNamespace);
+      expect(objects.find((o) => o.kind === 'RoleBinding' && o.metadata?.name === 'lifeboat-postgres-dump')?.metadata?.namespace).toBe(pgNamespace);
     }
   });
 });
