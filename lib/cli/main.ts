@@ -19,6 +19,8 @@ import { runDemo } from './demo.js';
 import { drillCommand } from './drill.js';
 import { parseTargetDatabase, restoreByKind, type RestoreCliOptions } from './restore.js';
 import { verifyCommand } from './verify.js';
+import { checkCommand } from './check.js';
+import { hubInitCommand } from './hubInit.js';
 import { CliError, EXIT, inlineRetries, MAX_ATTEMPTS, parseAttempts, parseConcurrency, parseIsoDateTime, parsePositiveSeconds } from './exit.js';
 import { backupsTable } from './format.js';
 
@@ -68,6 +70,26 @@ configCmd
   .action(async () => {
     const { config: cfg, source } = await config();
     process.stdout.write(`${source}: ok (${Object.keys(cfg.targets).length} targets, ${cfg.datasets.length} datasets: ${cfg.datasets.map((d) => `${d.id} [${d.kind}]`).join(', ') || 'none'})\n`);
+  });
+
+program
+  .command('check')
+  .description('a doctor for this deployment: config, Redis, each target and bucket (exists, versioning, put/get/list/delete), Postgres and pg_dumpall, etcd snapshots, Kubernetes permissions; exit 1 on any fail')
+  .option('--json', 'print a JSON array of {check, result, detail, fix?}')
+  .option('--component <name>', 'only the Kubernetes permissions of this component: worker, etcd or serve (run check in its pod)')
+  .action(async (opts: { json?: boolean; component?: string }) => {
+    process.exitCode = await checkCommand(config, createLogger({ level: process.env.LOG_LEVEL ?? 'fatal' }), opts);
+  });
+
+const hubCmd = program.command('hub').description('prepare the S3 hub (or dir target) the datasets write to');
+hubCmd
+  .command('init')
+  .description("create each dataset's bucket, turn versioning on, and set the lifecycle rules (noncurrent versions expire, incomplete uploads are aborted); other lifecycle rules are kept; a second run changes nothing")
+  .option('--dry-run', 'print what would change, change nothing')
+  .option('--json', 'print a JSON array, one object per bucket')
+  .action(async (opts: { dryRun?: boolean; json?: boolean }) => {
+    const { config: cfg } = await config();
+    process.exitCode = await hubInitCommand(cfg, opts);
   });
 
 program

@@ -75,6 +75,8 @@ export function configSchema(env: NodeJS.ProcessEnv = process.env) {
     queueSize: z.int().min(1).max(16).default(2),
     /** The hub's disk size: S3 cannot tell free space, so capacity alerts need it (e.g. 1000000000000 for 1 TB). */
     capacityBytes: z.int().positive().optional(),
+    /** `lifeboat hub init`: the lifecycle rule it puts on each bucket expires noncurrent versions after this many days. */
+    noncurrentVersionExpiryDays: z.int().min(1).max(36500).default(30),
     ...requestTimeouts,
   });
   const dirTarget = z.strictObject({

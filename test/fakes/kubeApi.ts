@@ -2,7 +2,8 @@
  * A FAKE Kubernetes API server for tests (no real one can run here). It speaks the wire protocols that
  * @kubernetes/client-node uses (checked against 1.4.0 and 2.0.1), so code written against CoreV1Api and Exec runs
  * against it unchanged: JSON REST for core/v1 pods, secrets and namespaces, velero.io/v1 backups and restores,
- * and the channel.k8s.io WebSocket exec protocol.
+ * authorization.k8s.io/v1 SelfSubjectAccessReviews (answered from the forbid() rules), and the channel.k8s.io
+ * WebSocket exec protocol.
  * Exec'd commands run on THIS machine, with the pod's env added.
  * Velero itself is played by the fake: a created Restore moves New → InProgress → a final phase, as a test
  * scripts it (onCreateRestore), and creates the namespaces it maps into.
@@ -94,6 +95,11 @@ export interface FakeKubeApi {
   /** Called when a pod is created through the API (POST); may return env/labels to attach (e.g. to point a scratch postgres pod at a local cluster). */
   onCreatePod?: (pod: { namespace: string; name: string; spec: any; metadata: any }) => Partial<FakePod> | void;
   requests: Array<{ method: string; path: string }>; // every request, in order (path includes query)
+  /**
+   * Every SelfSubjectAccessReview's spec.resourceAttributes, in order. A review is denied when a forbid() rule
+   * matches it (pods/exec with any verb matches a rule for 'exec'), allowed otherwise.
+   */
+  accessReviews: Array<{ verb?: string; group?: string; resource?: string; subresource?: string; namespace?: string; name?: string }>;
   namespaces: Map<string, { labels: Record<string, string>; deleted: boolean }>;
   execs: Array<{ namespace: string; pod: string; container: string; command: string[] }>;
   close(): Promise<void>; // closes server, all sockets, kills any running exec'd processes, removes the temp kubeconfig
@@ -144,6 +150,7 @@ class FakeKubeApiServer implements FakeKubeApi {
   onCreatePod?: FakeKubeApi['onCreatePod'];
   onCreateRestore?: FakeKubeApi['onCreateRestore'];
   readonly requests: FakeKubeApi['requests'] = [];
+  readonly accessReviews: FakeKubeApi['accessReviews'] = [];
   readonly namespaces: FakeKubeApi['namespaces'] = new Map();
   readonly execs: FakeKubeApi['execs'] = [];
   private readonly pods = new Map<string, PodState>();
@@ -277,6 +284,7 @@ class FakeKubeApiServer implements FakeKubeApi {
     const url = new URL(req.url ?? '/', this.url);
     const custom = this.customObjects.get(url.pathname);
     if (custom && req.method === 'GET') return { code: 200, body: { apiVersion: custom.apiVersion, kind: `${custom.kind}List`, metadata: {}, items: custom.items } };
+    if (url.pathname === '/apis/authorization.k8s.io/v1/selfsubjectaccessreviews' && req.method === 'POST') return this.accessReview(raw);
     const target = parseTarget(url.pathname);
     const verb = target && verbOf(req.method, target);
     if (target?.exec) return failure(400, 'BadRequest', 'Upgrade request required');
@@ -295,6 +303,31 @@ class FakeKubeApiServer implements FakeKubeApi {
   private checkRules(verb: Verb, target: Target): Reply | undefined {
     const denied = this.rules.some((r) => r.verb === verb && r.resource === target.resource && (r.namespace === undefined || r.namespace === target.namespace));
     return denied ? forbiddenStatus(verb, target) : undefined;
+  }
+
+  /** What RBAC would answer, from the forbid() rules: denied when one matches, else allowed. */
+  private accessReview(raw: string): Reply {
+    let body: { spec?: { resourceAttributes?: FakeKubeApi['accessReviews'][number] } };
+    try {
+      body = JSON.parse(raw || '{}');
+    } catch {
+      return failure(400, 'BadRequest', 'the request body is not valid JSON');
+    }
+    const attrs = body.spec?.resourceAttributes;
+    if (!attrs) return failure(422, 'Invalid', 'SelfSubjectAccessReview.authorization.k8s.io "" is invalid: spec.resourceAttributes: Required value (the fake answers resource reviews only)');
+    this.accessReviews.push(attrs);
+    const exec = attrs.resource === 'pods' && attrs.subresource === 'exec';
+    const denied = this.rules.some(
+      (r) =>
+        (exec ? r.verb === 'exec' : r.verb === attrs.verb && !attrs.subresource) &&
+        r.resource === attrs.resource &&
+        groupOf(r.resource) === (attrs.group ?? '') &&
+        (r.namespace === undefined || r.namespace === attrs.namespace),
+    );
+    return {
+      code: 201,
+      body: { apiVersion: 'authorization.k8s.io/v1', kind: 'SelfSubjectAccessReview', metadata: {}, spec: body.spec, status: { allowed: !denied, ...(denied && { reason: 'forbidden by a rule of the fake API server' }) } },
+    };
   }
 
   private getPod(t: Target): Reply {
