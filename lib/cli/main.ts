@@ -223,8 +223,10 @@ backupsCmd
       const orphans: Array<OrphanFolder & { dataset: string }> = [];
       const entries = (await Promise.all(datasets.map((d) => listBackups(deps.storeFor(d), d, { onOrphan: (o) => orphans.push({ ...o, dataset: d.id }) })))).flat();
       if (opts.json) {
+        // The same shape as the web API's backup list (GET /api/datasets/:id/backups), plus the dataset.
+        const { apiBackup } = await import('../api/backups.js');
         for (const e of entries) {
-          process.stdout.write(`${JSON.stringify({ dataset: e.dataset, id: e.id, status: e.status, finishedAt: e.manifest.finishedAt, size: e.manifest.artifact.size, sha256: e.manifest.artifact.sha256, key: e.manifest.artifact.key, checkedAt: e.checkedAt?.toISOString(), changedSinceVerified: e.changedSinceVerified })}\n`);
+          process.stdout.write(`${JSON.stringify({ dataset: e.dataset, ...(await apiBackup(deps.storeFor(datasets.find((d) => d.id === e.dataset)!), e)) })}\n`);
         }
         for (const o of orphans) process.stdout.write(`${JSON.stringify({ dataset: o.dataset, id: o.id, status: o.reason === 'no manifest' ? 'incomplete' : 'unreadable', objects: o.keys.length, bytes: o.bytes })}\n`);
       } else process.stdout.write(entries.length || orphans.length ? `${backupsTable(entries, orphans)}\n` : 'no backups yet\n');
