@@ -8,7 +8,7 @@ import { samplesFromTargets } from './metrics/rebuild.js';
 import type { MetricsRecorder, Sample } from './metrics/recorder.js';
 import type { Deps } from './plumbing/deps.js';
 import { redisUrlForDisplay, withinTimeout } from './plumbing/redis.js';
-import { safeEqual } from './plumbing/secure.js';
+import { installAuth } from './plumbing/auth.js';
 import type { QueueSet } from '../queue/queues.js';
 import { registerWebhook } from '../triggers/webhook.js';
 
@@ -33,6 +33,9 @@ export async function buildServer({ config, recorder, queues, deps }: ServerOpti
   const app = Fastify({ logger: false, bodyLimit: 1024 * 1024 });
   const redis = queues.connection;
   const redisUrl = redisUrlForDisplay(config);
+  // First, so its hooks cover every route added below (the UI, /api, Bull Board); these stay open.
+  const openRoutes = ['/healthz', '/livez', '/metrics', ...(config.server.webhook.enabled ? [config.server.webhook.path] : [])];
+  await installAuth(app, { config, openRoutes, noTokenPrefixes: [BOARD_PATH], operatorPrefixes: [BOARD_PATH], logger: deps?.logger });
 
   // Readiness: this process can do its work, which needs Redis. A bounded PING, never a hanging one.
   app.get('/healthz', async (_request, reply) => {
@@ -46,6 +49,7 @@ export async function buildServer({ config, recorder, queues, deps }: ServerOpti
   // Liveness: the process answers. Redis being down is no reason to restart it (it would exit 3).
   app.get('/livez', async () => ({ ok: true }));
   await registerWebhook(app, { config, queues, recorder });
+  await app.register((await import('./api/routes.js')).apiRoutes, { prefix: '/api', config, deps }); // the web UI's read-only JSON API (lib/api/): targets only, never Redis
 
   /** The stored state and queue depths from Redis, or, while Redis does not answer, what the targets say. */
   async function metricState(): Promise<{ stored: Sample[]; queueDepths: QueueDepth[]; redisUp: boolean }> {
@@ -76,21 +80,8 @@ export async function buildServer({ config, recorder, queues, deps }: ServerOpti
   const board = new FastifyAdapter();
   createBullBoard({ queues: [...queues.queues.values()].map((q) => new BullMQAdapter(q)), serverAdapter: board });
   board.setBasePath(BOARD_PATH);
-  const auth = config.server.board;
-  await app.register(
-    async (scope) => {
-      if (auth) {
-        scope.addHook('onRequest', async (request, reply) => {
-          const header = request.headers.authorization ?? '';
-          const [user, ...pass] = Buffer.from(header.replace(/^Basic /, ''), 'base64').toString('utf8').split(':');
-          const ok = header.startsWith('Basic ') && safeEqual(user ?? '', auth.username) && safeEqual(pass.join(':'), auth.password.reveal());
-          if (!ok) return reply.code(401).header('www-authenticate', 'Basic realm="lifeboat"').send('authentication required');
-        });
-      }
-      await scope.register(board.registerPlugin());
-    },
-    { prefix: BOARD_PATH },
-  );
+  // Behind the auth installed above (server.board is one of its users now).
+  await app.register(async (scope) => scope.register(board.registerPlugin()), { prefix: BOARD_PATH });
   return app;
 }
 

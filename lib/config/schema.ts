@@ -308,13 +308,44 @@ export function configSchema(env: NodeJS.ProcessEnv = process.env) {
 
   const dataset = z.discriminatedUnion('kind', [postgresDataset, bucketDataset, etcdDataset, veleroDataset]);
 
+  /** Letters, digits and . _ @ -: no ':' (basic auth splits on it) and no '|' (the session cookie's separator). */
+  const userName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$/, 'must be 1-64 letters, digits or . _ @ - (starting with a letter or digit)');
+  const uiUser = z.strictObject({
+    name: userName,
+    password: secret,
+    /** viewer: read everything; operator: also the actions (run, retry, restore) and Bull Board's buttons. */
+    role: z.enum(['viewer', 'operator']),
+  });
+  const ui = z.strictObject({
+    /** Who may use the web UI, /api and Bull Board. Required unless server.host is loopback. */
+    users: z.array(uiUser).default([]),
+    /** Signs the session cookies; without it a random per-process key (sessions end when serve restarts). */
+    sessionSecret: secret.refine((s) => s.reveal().length >= 32, 'must be at least 32 characters').optional(),
+    sessionHours: z.number().positive().max(24 * 30).default(12),
+    /** Where the UI's restore actions may write (the actions come later; only the shape is checked now). */
+    restoreTargets: z
+      .record(
+        id,
+        z.discriminatedUnion('kind', [
+          z.strictObject({ kind: z.literal('postgres'), url: postgresUrl, password: secret.optional() }),
+          z.strictObject({ kind: z.literal('s3'), target: id, bucket }),
+        ]),
+      )
+      .optional(),
+  });
+
   const server = z.strictObject({
     host: z.string().default('127.0.0.1'),
     port: z.int().min(0).max(65535).default(9465),
     /** Time zone for every cron schedule. */
     timezone: z.string().refine(validTimezone, 'must be an IANA time zone such as "UTC" or "Europe/Berlin"').default('UTC'),
-    /** Basic auth for Bull Board; without it Bull Board is open to whoever can reach the bind address. */
-    board: z.strictObject({ username: z.string().min(1), password: secret }).optional(),
+    /** Login for the web UI, /api and Bull Board (/queues). */
+    ui: ui.prefault({}),
+    /**
+     * Deprecated: one basic-auth user for Bull Board. Kept as an alias: it becomes an operator in
+     * server.ui.users (so it can log in to the UI too).
+     */
+    board: z.strictObject({ username: userName, password: secret }).optional(),
     /** How long a stopping worker lets running jobs finish before aborting them. */
     shutdownGraceMs: z.int().min(0).default(30_000),
     /** The S3 server's bucket notifications (MinIO webhook target, or an RGW/SNS push endpoint). */
@@ -327,7 +358,11 @@ export function configSchema(env: NodeJS.ProcessEnv = process.env) {
         maxBodyBytes: z.int().min(1024).max(64 * 1024 * 1024).default(1024 * 1024),
       })
       .prefault({}),
-  });
+  }).transform(({ board, ...server }) => ({
+    ...server,
+    // server.board folds into the users: one auth for the UI, /api and Bull Board.
+    ui: { ...server.ui, users: board ? [...server.ui.users, { name: board.username, password: board.password, role: 'operator' as const }] : server.ui.users },
+  }));
 
   const prune = z.strictObject({
     /** pruneCheck: retention, freshness, capacity and orphaned uploads, once a day. */
@@ -382,13 +417,14 @@ export function isLoopback(host: string): boolean {
  */
 export function crossReferenceIssues(raw: unknown): string[] {
   const issues: string[] = [];
-  const root = (raw ?? {}) as { targets?: unknown; datasets?: unknown; server?: { host?: unknown; webhook?: { enabled?: unknown; token?: unknown } } };
+  const root = (raw ?? {}) as { targets?: unknown; datasets?: unknown; server?: { host?: unknown; webhook?: { enabled?: unknown; token?: unknown }; board?: unknown; ui?: unknown } };
   const host = typeof root.server?.host === 'string' ? root.server.host : '127.0.0.1';
   const webhook = root.server?.webhook;
   if (webhook?.enabled !== false && webhook?.token === undefined && !isLoopback(host)) {
     issues.push(`server.webhook.token: required when server.host (${host}) is not a loopback address; anyone who can reach the webhook could queue jobs`);
   }
   const targets = root.targets && typeof root.targets === 'object' ? Object.keys(root.targets) : [];
+  issues.push(...uiIssues(root.server, host, (root.targets ?? {}) as Record<string, { kind?: unknown } | undefined>));
   if (!Array.isArray(root.datasets)) return issues;
   const seen = new Map<string, number>();
   root.datasets.forEach((dataset: unknown, index) => {
@@ -425,6 +461,40 @@ export function crossReferenceIssues(raw: unknown): string[] {
       );
     }
   });
+  return issues;
+}
+
+/** server.ui (and the deprecated server.board): unique user names, known restore targets, and no open UI off loopback. */
+function uiIssues(server: { ui?: unknown; board?: unknown } | undefined, host: string, targets: Record<string, { kind?: unknown } | undefined>): string[] {
+  const issues: string[] = [];
+  const ui = (server?.ui ?? {}) as { users?: unknown; restoreTargets?: unknown };
+  const users = Array.isArray(ui.users) ? (ui.users as unknown[]) : [];
+  const board = (server?.board ?? undefined) as { username?: unknown } | undefined;
+  const seen = new Map<string, number>();
+  users.forEach((user, index) => {
+    const name = (user as { name?: unknown } | null)?.name;
+    if (typeof name !== 'string') return;
+    const first = seen.get(name);
+    if (first !== undefined) issues.push(`server.ui.users[${index}].name: duplicate user name "${name}" (also server.ui.users[${first}])`);
+    else seen.set(name, index);
+  });
+  if (typeof board?.username === 'string' && seen.has(board.username)) {
+    issues.push(`server.board.username: "${board.username}" is also server.ui.users[${seen.get(board.username)}]; server.board is a deprecated alias for one operator: keep the user in server.ui.users only`);
+  }
+  if (users.length === 0 && board === undefined && !isLoopback(host)) {
+    issues.push(
+      `server.ui.users: required when server.host (${host}) is not a loopback address; without users the web UI, /api and Bull Board (/queues) are open to anyone who can reach it (server.board, deprecated, counts as one operator)`,
+    );
+  }
+  const restoreTargets = ui.restoreTargets && typeof ui.restoreTargets === 'object' ? Object.entries(ui.restoreTargets as Record<string, unknown>) : [];
+  const known = Object.keys(targets);
+  for (const [name, restore] of restoreTargets) {
+    const r = (restore ?? {}) as { kind?: unknown; target?: unknown };
+    if (r.kind !== 's3' || typeof r.target !== 'string') continue;
+    const kind = targets[r.target]?.kind;
+    if (!known.includes(r.target)) issues.push(`server.ui.restoreTargets.${name}.target: unknown target "${r.target}" (known: ${known.join(', ') || 'none'})`);
+    else if (kind !== undefined && kind !== 's3') issues.push(`server.ui.restoreTargets.${name}.target: an s3 restore target needs an s3 target ("${r.target}" is ${String(kind)})`);
+  }
   return issues;
 }
 
