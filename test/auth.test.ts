@@ -2,11 +2,11 @@ import { Writable } from 'node:stream';
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ConfigError, parseConfig } from '../lib/config/load.js';
+import { parseConfig } from '../lib/config/load.js';
 import { openApp, type App } from '../lib/plumbing/app.js';
 import { CSRF_COOKIE, SESSION_COOKIE, csrfTokenFor, requireRole, signSession } from '../lib/plumbing/auth.js';
 import { buildServer } from '../lib/server.js';
-import { closeApps, logger, testConfig } from './helpers.js';
+import { closeApps, configProblems, logger, testConfig } from './helpers.js';
 
 // The one auth in front of the web UI, /api and Bull Board (lib/plumbing/auth.ts), on real Redis.
 
@@ -62,15 +62,6 @@ async function login(http: FastifyInstance, name: string, password: string, head
   return { response, cookie, csrf: jar.get(CSRF_COOKIE), session: jar.get(SESSION_COOKIE) };
 }
 
-function problems(raw: unknown, env: NodeJS.ProcessEnv = {}): string[] {
-  try {
-    parseConfig(raw, 'test', { env });
-  } catch (err) {
-    if (err instanceof ConfigError) return err.problems;
-    throw err;
-  }
-  return [];
-}
 
 describe('server.ui config', () => {
   const env = { P1: 'pass-number-1', P2: 'pass-number-2', TOKEN: 't', SECRET: SESSION_SECRET, SHORT: 'short' };
@@ -78,14 +69,14 @@ describe('server.ui config', () => {
   const ops = { name: 'ops', password: '${env:P1}', role: 'operator' };
 
   it('refuses a non-loopback host without users, for the UI and Bull Board alike, naming server.ui.users', () => {
-    const found = problems({ targets: {}, server: offLoopback }, env);
+    const found = configProblems({ targets: {}, server: offLoopback }, env);
     expect(found).toEqual([expect.stringMatching(/^server\.ui\.users: required when server\.host \(0\.0\.0\.0\) is not a loopback address; .*Bull Board \(\/queues\)/)]);
-    expect(problems({ targets: {}, server: { ...offLoopback, ui: { users: [] } } }, env)).toEqual(found);
+    expect(configProblems({ targets: {}, server: { ...offLoopback, ui: { users: [] } } }, env)).toEqual(found);
     // Users, or the deprecated server.board, or a loopback host are fine.
-    expect(problems({ targets: {}, server: { ...offLoopback, ui: { users: [ops] } } }, env)).toEqual([]);
-    expect(problems({ targets: {}, server: { ...offLoopback, board: { username: 'ops', password: '${env:P1}' } } }, env)).toEqual([]);
-    expect(problems({ targets: {}, server: { host: '127.0.0.1' } }, env)).toEqual([]);
-    expect(problems({ targets: {}, server: { host: 'localhost' } }, env)).toEqual([]);
+    expect(configProblems({ targets: {}, server: { ...offLoopback, ui: { users: [ops] } } }, env)).toEqual([]);
+    expect(configProblems({ targets: {}, server: { ...offLoopback, board: { username: 'ops', password: '${env:P1}' } } }, env)).toEqual([]);
+    expect(configProblems({ targets: {}, server: { host: '127.0.0.1' } }, env)).toEqual([]);
+    expect(configProblems({ targets: {}, server: { host: 'localhost' } }, env)).toEqual([]);
   });
 
   it('folds the deprecated server.board into the users as an operator, with defaults', () => {
@@ -100,7 +91,7 @@ describe('server.ui config', () => {
   });
 
   it('names duplicate users, unknown restore targets and bad fields by their paths', () => {
-    const found = problems(
+    const found = configProblems(
       {
         targets: { hub: { kind: 'dir', path: '/srv' } },
         server: {

@@ -3,18 +3,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inspect } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig, parseConfig } from '../lib/config/load.js';
+import { loadConfig, parseConfig } from '../lib/config/load.js';
 import { Secret } from '../lib/config/secret.js';
-
-function problems(raw: unknown, env: NodeJS.ProcessEnv = {}): string[] {
-  try {
-    parseConfig(raw, 'test', { env });
-  } catch (err) {
-    if (err instanceof ConfigError) return err.problems;
-    throw err;
-  }
-  return [];
-}
+import { configProblems } from './helpers.js';
 
 const validDataset = {
   id: 'main',
@@ -28,7 +19,7 @@ const hubEnv = { HUB_KEY: 'k', HUB_SECRET: 's' };
 
 describe('config validation', () => {
   it('names every bad field by its path', () => {
-    const found = problems({
+    const found = configProblems({
       targets: { hub: { kind: 's3', endpoint: 'not a url' }, local: { kind: 'dir', path: '/srv' } },
       datasets: [
         { ...validDataset, source: { ...validDataset.source, password: undefined }, target: { name: 'local', bucket: 'postgres' } },
@@ -53,7 +44,7 @@ describe('config validation', () => {
   });
 
   it('reports a dataset whose target does not exist, and duplicate ids', () => {
-    const found = problems(
+    const found = configProblems(
       { targets: { hub: validHub }, datasets: [validDataset, { ...validDataset, target: { name: 'pi', bucket: 'postgres' } }] },
       { PGPASS: 'x', ...hubEnv },
     );
@@ -63,7 +54,7 @@ describe('config validation', () => {
 
   it('refuses datasets whose prefixes nest in one bucket (one dataset\'s objects would count as another\'s), naming both', () => {
     const velero = (id: string, target: Record<string, string>) => ({ id, kind: 'velero', target: { name: 'hub', bucket: 'backups', ...target } });
-    const found = problems(
+    const found = configProblems(
       {
         targets: { hub: validHub, nas: { kind: 'dir', path: '/srv' } },
         datasets: [
@@ -87,7 +78,7 @@ describe('config validation', () => {
       `datasets[6].target.prefix: "a/x/" (dataset "velero-a-x") overlaps dataset "velero-a2" (datasets[4], prefix "a/") in target hub bucket velero; ${hint}`,
     ]);
     // Own buckets, sibling prefixes ("a/" and "ab/") and another target are fine.
-    const apart = problems(
+    const apart = configProblems(
       { targets: { hub: validHub }, datasets: [velero('one', { prefix: 'a/' }), velero('two', { prefix: 'ab/' }), velero('three', { bucket: 'other' })] },
       hubEnv,
     );
@@ -96,7 +87,7 @@ describe('config validation', () => {
 
   it('keeps Lifeboat\'s records out of every mirror: a bucket dataset needs a prefix, and no dataset may live under _lifeboat/', () => {
     const mirror = { id: 'photos', kind: 'bucket', source: { endpoint: 'http://rgw:80', bucket: 'photos', accessKeyId: '${env:HUB_KEY}', secretAccessKey: '${env:HUB_SECRET}' } };
-    const found = problems(
+    const found = configProblems(
       { targets: { hub: validHub }, datasets: [{ ...mirror, target: { name: 'hub', bucket: 'rgw' } }, { ...validDataset, target: { name: 'hub', bucket: 'pgs', prefix: '_lifeboat/x/' } }] },
       { PGPASS: 'x', ...hubEnv },
     );
@@ -104,27 +95,27 @@ describe('config validation', () => {
       expect.stringMatching(/^datasets\[0\]\.target\.prefix: a mirror needs a prefix of its own in the hub bucket \(for example photos\/\)/),
       'datasets[1].target.prefix: must not start with _lifeboat/: that is where Lifeboat keeps its own records',
     ]);
-    expect(problems({ targets: { hub: validHub }, datasets: [{ ...mirror, target: { name: 'hub', bucket: 'rgw', prefix: 'photos/' } }] }, hubEnv)).toEqual([]);
+    expect(configProblems({ targets: { hub: validHub }, datasets: [{ ...mirror, target: { name: 'hub', bucket: 'rgw', prefix: 'photos/' } }] }, hubEnv)).toEqual([]);
   });
 
   it('rejects unknown keys, so a typo is not silently ignored', () => {
-    expect(problems({ targets: {}, datasets: [], sever: {} })).toEqual([expect.stringMatching(/^Unrecognized key: "sever"/)]);
+    expect(configProblems({ targets: {}, datasets: [], sever: {} })).toEqual([expect.stringMatching(/^Unrecognized key: "sever"/)]);
   });
 
   it('names a missing environment variable and an unreadable secret file, never a value', () => {
-    const found = problems({ targets: { hub: { ...validHub, secretAccessKey: '${file:/run/secrets/hub}' } } }, { HUB_KEY: undefined });
+    const found = configProblems({ targets: { hub: { ...validHub, secretAccessKey: '${file:/run/secrets/hub}' } } }, { HUB_KEY: undefined });
     expect(found).toContain('targets.hub.accessKeyId: environment variable HUB_KEY is not set');
     expect(found).toContain('targets.hub.secretAccessKey: secret file /run/secrets/hub cannot be read (ENOENT)');
   });
 
   it('refuses an inline secret without echoing it', () => {
-    const found = problems({ targets: { hub: { ...validHub, secretAccessKey: 'hunter2-inline-secret' } } }, hubEnv);
+    const found = configProblems({ targets: { hub: { ...validHub, secretAccessKey: 'hunter2-inline-secret' } } }, hubEnv);
     expect(found).toContain('targets.hub.secretAccessKey: must be a ${env:NAME} or ${file:/path} reference');
     expect(found.join('\n')).not.toContain('hunter2');
   });
 
   it('refuses a password inside the postgres URL', () => {
-    const found = problems({ targets: { hub: validHub }, datasets: [{ ...validDataset, source: { mode: 'direct', url: 'postgres://u:topsecret@db/postgres' } }] }, { ...hubEnv, PGPASS: 'p' });
+    const found = configProblems({ targets: { hub: validHub }, datasets: [{ ...validDataset, source: { mode: 'direct', url: 'postgres://u:topsecret@db/postgres' } }] }, { ...hubEnv, PGPASS: 'p' });
     expect(found).toEqual([expect.stringMatching(/^datasets\[0\]\.source\.url: must be a valid URL without a password/)]);
     expect(found.join('\n')).not.toContain('topsecret');
   });

@@ -6,7 +6,7 @@ import { CreateBucketCommand, DeleteBucketCommand, DeleteObjectCommand, DeleteOb
 import { Redis } from 'ioredis';
 import { inject } from 'vitest';
 import type { App } from '../lib/plumbing/app.js';
-import { parseConfig } from '../lib/config/load.js';
+import { ConfigError, parseConfig } from '../lib/config/load.js';
 import type { Config } from '../lib/config/schema.js';
 import { decodeListedKey, notXmlSafe } from '../lib/targets/s3.js';
 import { silentLogger } from '../lib/plumbing/logger.js';
@@ -197,4 +197,15 @@ export async function writeHubConfig(file: string, datasets: Array<{ id: string;
 export function hubCli(configFile: string, args: string[]): Promise<CliRun> {
   const s3 = s3Env();
   return runCli([...args, '-c', configFile], { env: { TEST_S3_ACCESS_KEY: s3.accessKeyId, TEST_S3_SECRET_KEY: s3.secretAccessKey, LOG_LEVEL: 'error' } });
+}
+
+/** What a raw config is refused for (ConfigError's problems), or [] when it loads. */
+export function configProblems(raw: unknown, env: NodeJS.ProcessEnv = {}): string[] {
+  try {
+    parseConfig(raw, 'test', { env });
+  } catch (err) {
+    if (err instanceof ConfigError) return err.problems;
+    throw err;
+  }
+  return [];
 }
