@@ -245,7 +245,7 @@ program
   .option('--as <name>', 'with --database: restore it under this name', parseTargetDatabase)
   .option('--roles', 'with --database: create the backup\'s roles that the destination lacks (existing roles are never altered)')
   .option('--list', 'print the databases in the backup with their table counts, and exit (no --to needed)')
-  .option('--dry-run', 'with --database: print what would be restored and which roles created, change nothing')
+  .option('--dry-run', 'with --database: print what would be restored and which roles created; a bucket dataset: what would be copied (and a bucket created); change nothing')
   .option('--force', 'restore even if the destination already has the dump\'s databases (or the --database target), or the backup failed verification')
   .option('--to-dir <dir>', 'etcd datasets: write the snapshot (and the server token, mode 0600) into this directory, and print the k3s commands')
   .option('--to-target <name>', 'bucket datasets: restore into this s3 target of the config (with --to-bucket)')
