@@ -49,6 +49,7 @@ export async function buildServer({ config, recorder, queues, deps }: ServerOpti
   // Liveness: the process answers. Redis being down is no reason to restart it (it would exit 3).
   app.get('/livez', async () => ({ ok: true }));
   await registerWebhook(app, { config, queues, recorder });
+  await app.register((await import('./api/actions.js')).actionRoutes, { prefix: '/api', config, queues }); // the UI's buttons: jobs, operators only
   await app.register((await import('./api/routes.js')).apiRoutes, { prefix: '/api', config, deps }); // the web UI's read-only JSON API (lib/api/): targets only, never Redis
 
   /** The stored state and queue depths from Redis, or, while Redis does not answer, what the targets say. */

@@ -16,6 +16,16 @@ import type { Emit } from './runner.js';
 const DAY = 24 * 3600;
 
 /** Retry policy and retention of finished jobs. Finished jobs are kept so that dedupe ids stay taken. */
+export interface JobStatus {
+  state: string;
+  progress: unknown;
+  attemptsMade: number;
+  data: unknown;
+  result?: unknown;
+  failedReason?: string;
+  finishedAt?: string;
+}
+
 export function jobOptions(fn: AnyFunction): JobsOptions {
   return {
     attempts: fn.retries.attempts,
@@ -96,6 +106,18 @@ export class QueueSet {
     const created = (await this.connection.eval(CLAIM, 1, queue.toKey(jobId), randomUUID())) === 1;
     const job = created ? added : ((await Job.fromId(queue, jobId)) ?? added);
     return { job, created, state: await job.getState() };
+  }
+
+  /** A job's state as the web UI shows it, or undefined when there is no such job. */
+  async jobStatus(name: string, jobId: string): Promise<JobStatus | undefined> {
+    const job = await Job.fromId(this.queue(name), jobId);
+    if (!job) return undefined;
+    return {
+      state: await job.getState(), progress: job.progress, attemptsMade: job.attemptsMade, data: job.data,
+      ...(job.returnvalue !== undefined && job.returnvalue !== null ? { result: job.returnvalue } : {}),
+      ...(job.failedReason ? { failedReason: job.failedReason } : {}),
+      ...(job.finishedOn ? { finishedAt: new Date(job.finishedOn).toISOString() } : {}),
+    };
   }
 
   private validated(name: string, data: unknown): AnyFunction {

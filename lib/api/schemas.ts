@@ -4,7 +4,7 @@ import { parseTickStamp } from '../catalog/layout.js';
 
 /** A 4xx answer of the API: `{ error, field }`, field naming the parameter that was wrong. */
 export class ApiError extends Error {
-  constructor(readonly statusCode: 400 | 404, message: string, readonly field?: string) {
+  constructor(readonly statusCode: 400 | 404 | 503, message: string, readonly field?: string) {
     super(message);
   }
   toJSON() {

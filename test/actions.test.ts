@@ -1,0 +1,114 @@
+import type { FastifyInstance } from 'fastify';
+import { afterEach, describe, expect, it } from 'vitest';
+import { allFunctions } from '../functions/index.js';
+import type { Config } from '../lib/config/schema.js';
+import { MemoryMetricsRecorder } from '../lib/metrics/recorder.js';
+import { openApp, openLocal, type App } from '../lib/plumbing/app.js';
+import { createRedis } from '../lib/plumbing/redis.js';
+import { QueueSet } from '../queue/queues.js';
+import { buildServer } from '../lib/server.js';
+import { closeApps, logger, PG_URL, testConfig } from './helpers.js';
+
+// The web UI's buttons (lib/api/actions.ts) on real Redis: jobs are enqueued, not run (no worker here).
+
+process.env.TEST_ACTIONS_OPERATOR = 'operator-pass';
+process.env.TEST_ACTIONS_VIEWER = 'viewer-pass';
+const users = [
+  { name: 'olga', password: '${env:TEST_ACTIONS_OPERATOR}', role: 'operator' },
+  { name: 'vic', password: '${env:TEST_ACTIONS_VIEWER}', role: 'viewer' },
+];
+const basic = (name: string, password: string) => ({ authorization: `Basic ${Buffer.from(`${name}:${password}`).toString('base64')}` });
+const operator = basic('olga', 'operator-pass');
+const viewer = basic('vic', 'viewer-pass');
+
+const apps: App[] = [];
+afterEach(async () => closeApps(apps));
+
+function actionsConfig() {
+  return testConfig({
+    datasets: [
+      { id: 'pg', kind: 'postgres', source: { mode: 'direct', url: PG_URL }, target: { name: 'hub', bucket: 'anything' } },
+      { id: 'velero', kind: 'velero', target: { name: 'hub', bucket: 'velero' } },
+    ],
+    server: { ui: { users } },
+  });
+}
+
+async function serve(): Promise<{ http: FastifyInstance; app: App }> {
+  const config = actionsConfig();
+  const app = await openApp(config, logger());
+  apps.push(app);
+  const http = await buildServer({ config, recorder: app.recorder, queues: app.queues, deps: app.deps });
+  return { http, app };
+}
+
+describe('POST /api/actions/:action and GET /api/jobs (real Redis)', () => {
+  it('an operator enqueues back up, verify and drill now as this minute\'s job; the same click again finds the same job', async () => {
+    const { http, app } = await serve();
+    const backup = await http.inject({ method: 'POST', url: '/api/actions/backup', headers: operator, payload: { dataset: 'pg' } });
+    expect(backup.statusCode, backup.body).toBe(202);
+    const first = backup.json();
+    expect(first).toMatchObject({ action: 'backup', fn: 'dumpPostgres', dataset: 'pg', created: true, state: 'waiting', tick: expect.stringMatching(/:00\.000Z$/) });
+    expect(await app.queues.jobStatus('dumpPostgres', first.jobId)).toMatchObject({ state: 'waiting', data: { dataset: 'pg', tick: first.tick } });
+
+    const again = await http.inject({ method: 'POST', url: '/api/actions/backup', headers: operator, payload: { dataset: 'pg' } });
+    expect(again.json()).toMatchObject({ jobId: first.jobId, created: first.tick !== again.json().tick });
+
+    const status = await http.inject({ method: 'GET', url: first.status, headers: viewer });
+    expect(status.statusCode).toBe(200);
+    expect(status.json()).toMatchObject({ fn: 'dumpPostgres', id: first.jobId, state: 'waiting', attemptsMade: 0 });
+
+    for (const [action, fn, data] of [['verify', 'verifyObject', { dataset: 'pg', backup: 'latest' }], ['drill', 'drillRestore', { dataset: 'pg' }]] as const) {
+      const r = await http.inject({ method: 'POST', url: `/api/actions/${action}`, headers: operator, payload: { dataset: 'pg' } });
+      expect(r.statusCode, r.body).toBe(202);
+      expect(await app.queues.jobStatus(fn, r.json().jobId)).toMatchObject({ state: 'waiting', data });
+    }
+  });
+
+  it('a viewer may read a job but not run an action (403); bad input is 400 or 404 naming the field, and nothing is enqueued', async () => {
+    const { http, app } = await serve();
+    const denied = await http.inject({ method: 'POST', url: '/api/actions/backup', headers: viewer, payload: { dataset: 'pg' } });
+    expect(denied.statusCode).toBe(403);
+    const cases: Array<[string, unknown, number, string]> = [
+      ['/api/actions/backup', { dataset: 'nope' }, 404, 'dataset'],
+      ['/api/actions/backup', {}, 400, 'dataset'],
+      ['/api/actions/backup', { dataset: 'pg', extra: 1 }, 400, 'body'],
+      ['/api/actions/restore-everything', { dataset: 'pg' }, 404, 'action'],
+      ['/api/actions/backup', { dataset: 'velero' }, 400, 'action'],
+    ];
+    for (const [url, payload, code, field] of cases) {
+      const r = await http.inject({ method: 'POST', url, headers: operator, payload: payload as Record<string, unknown> });
+      expect(r.statusCode, `${url} ${JSON.stringify(payload)}: ${r.body}`).toBe(code);
+      expect(r.json().field, url).toBe(field);
+    }
+    expect(await app.queues.queue('dumpPostgres').getWaitingCount()).toBe(0);
+    const unknown = await http.inject({ method: 'GET', url: '/api/jobs/dumpPostgres/no-such-job', headers: viewer });
+    expect(unknown.statusCode).toBe(404);
+    expect(unknown.json()).toMatchObject({ field: 'id' });
+    expect((await http.inject({ method: 'GET', url: '/api/jobs/rmRf/x', headers: viewer })).json()).toMatchObject({ field: 'fn' });
+  });
+
+  it('with Redis down an action answers 503 naming the queue, fast', async () => {
+    const config = actionsConfig();
+    const down: Config = { ...config, redis: { ...config.redis, url: 'redis://127.0.0.1:1' } };
+    const redis = createRedis(down, { lazyConnect: true });
+    redis.on('error', () => {});
+    const queues = new QueueSet(allFunctions, redis, down.redis.prefix);
+    for (const q of queues.queues.values()) q.on('error', () => {});
+    const deps = openLocal(down, logger());
+    const http = await buildServer({ config: down, recorder: new MemoryMetricsRecorder(), queues, deps });
+    try {
+      const started = Date.now();
+      const r = await http.inject({ method: 'POST', url: '/api/actions/backup', headers: operator, payload: { dataset: 'pg' } });
+      expect(r.statusCode, r.body).toBe(503);
+      expect(r.json()).toMatchObject({ field: 'redis', error: expect.stringContaining('the queue (Redis at redis://127.0.0.1:1) is unavailable') });
+      expect((await http.inject({ method: 'GET', url: '/api/jobs/dumpPostgres/x', headers: viewer })).statusCode).toBe(503);
+      expect(Date.now() - started).toBeLessThan(10_000);
+    } finally {
+      await http.close();
+      await queues.close();
+      await deps.close();
+      redis.disconnect();
+    }
+  });
+});
