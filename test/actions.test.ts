@@ -1,13 +1,9 @@
 import type { FastifyInstance } from 'fastify';
 import { afterEach, describe, expect, it } from 'vitest';
-import { allFunctions } from '../functions/index.js';
-import type { Config } from '../lib/config/schema.js';
 import { MemoryMetricsRecorder } from '../lib/metrics/recorder.js';
-import { openApp, openLocal, type App } from '../lib/plumbing/app.js';
-import { createRedis } from '../lib/plumbing/redis.js';
-import { QueueSet } from '../queue/queues.js';
+import { openApp, type App } from '../lib/plumbing/app.js';
 import { buildServer } from '../lib/server.js';
-import { closeApps, logger, PG_URL, testConfig } from './helpers.js';
+import { closeApps, logger, PG_URL, testConfig, openWithRedisDown } from './helpers.js';
 
 // The web UI's buttons (lib/api/actions.ts) on real Redis: jobs are enqueued, not run (no worker here).
 
@@ -89,13 +85,7 @@ describe('POST /api/actions/:action and GET /api/jobs (real Redis)', () => {
   });
 
   it('with Redis down an action answers 503 naming the queue, fast', async () => {
-    const config = actionsConfig();
-    const down: Config = { ...config, redis: { ...config.redis, url: 'redis://127.0.0.1:1' } };
-    const redis = createRedis(down, { lazyConnect: true });
-    redis.on('error', () => {});
-    const queues = new QueueSet(allFunctions, redis, down.redis.prefix);
-    for (const q of queues.queues.values()) q.on('error', () => {});
-    const deps = openLocal(down, logger());
+    const { config: down, queues, deps, close } = openWithRedisDown(actionsConfig());
     const http = await buildServer({ config: down, recorder: new MemoryMetricsRecorder(), queues, deps });
     try {
       const started = Date.now();
@@ -106,9 +96,7 @@ describe('POST /api/actions/:action and GET /api/jobs (real Redis)', () => {
       expect(Date.now() - started).toBeLessThan(10_000);
     } finally {
       await http.close();
-      await queues.close();
-      await deps.close();
-      redis.disconnect();
+      await close();
     }
   });
 });

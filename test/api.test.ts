@@ -14,14 +14,11 @@ import { verifyObject } from '../functions/verifyObject.js';
 import type { Config } from '../lib/config/schema.js';
 import { MemoryMetricsRecorder } from '../lib/metrics/recorder.js';
 import { openApp, openLocal, type App } from '../lib/plumbing/app.js';
-import { createRedis } from '../lib/plumbing/redis.js';
 import { startThrowawayCluster, type ThrowawayCluster } from '../lib/postgres/cluster.js';
 import { buildServer } from '../lib/server.js';
 import type { AnyFunction } from '../queue/define.js';
-import { QueueSet } from '../queue/queues.js';
 import { runFunction } from '../queue/runner.js';
-import { allFunctions } from '../functions/index.js';
-import { closeApps, createBucket, logger, removeBucket, rgwUser, s3Client, s3ClientFor, s3Env, seedDatabases, testConfig } from './helpers.js';
+import { closeApps, createBucket, logger, removeBucket, rgwUser, s3Client, s3ClientFor, s3Env, seedDatabases, testConfig, openWithRedisDown } from './helpers.js';
 
 // The web UI's read-only JSON API (/api/) on real services: real dumps of a throwaway PostgreSQL, a real
 // mirror between two RGW users, verification and a drill through the functions themselves, then the
@@ -306,12 +303,7 @@ describe('GET /api/targets and /api/alerts', () => {
 
 describe('with Redis down', () => {
   it('the API answers from the targets alone while /healthz says Redis is down', async () => {
-    const down: Config = { ...config, redis: { ...config.redis, url: 'redis://127.0.0.1:1' } };
-    const redis = createRedis(down, { lazyConnect: true });
-    redis.on('error', () => {});
-    const queues = new QueueSet(allFunctions, redis, down.redis.prefix);
-    for (const q of queues.queues.values()) q.on('error', () => {});
-    const deps = openLocal(down, logger());
+    const { config: down, queues, deps, close } = openWithRedisDown(config);
     try {
       const downBase = await listen(await buildServer({ config: down, recorder: new MemoryMetricsRecorder(), queues, deps }));
       expect((await fetch(`${downBase}/healthz`)).status).toBe(503);
@@ -329,9 +321,7 @@ describe('with Redis down', () => {
       const ownBase = await listen(await buildServer({ config: down, recorder: new MemoryMetricsRecorder(), queues }));
       expect((await getJson(ownBase, '/api/datasets/pg/backups?limit=1')).body.backups[0].id).toBe(IDS[2]);
     } finally {
-      await queues.close().catch(() => {});
-      redis.disconnect();
-      await deps.close();
+      await close();
     }
   });
 });

@@ -10,6 +10,11 @@ import { ConfigError, parseConfig } from '../lib/config/load.js';
 import type { Config } from '../lib/config/schema.js';
 import { decodeListedKey, notXmlSafe } from '../lib/targets/s3.js';
 import { silentLogger } from '../lib/plumbing/logger.js';
+import { allFunctions } from '../functions/index.js';
+import { openLocal } from '../lib/plumbing/app.js';
+import type { Deps } from '../lib/plumbing/deps.js';
+import { createRedis } from '../lib/plumbing/redis.js';
+import { QueueSet } from '../queue/queues.js';
 import { libpqEnv } from '../lib/postgres/connection.js';
 import { capture } from '../lib/postgres/process.js';
 import { createS3Client } from '../lib/targets/s3.js';
@@ -208,4 +213,25 @@ export function configProblems(raw: unknown, env: NodeJS.ProcessEnv = {}): strin
     throw err;
   }
   return [];
+}
+
+/**
+ * What `lifeboat serve` holds when Redis is down: the config pointed at a closed port, queues on a lazy
+ * connection that never reaches it (its errors swallowed), and deps for the targets.
+ */
+export function openWithRedisDown(config: Config): { config: Config; queues: QueueSet; deps: Deps; close(): Promise<void> } {
+  const down: Config = { ...config, redis: { ...config.redis, url: 'redis://127.0.0.1:1' } };
+  const redis = createRedis(down, { lazyConnect: true });
+  redis.on('error', () => {});
+  const queues = new QueueSet(allFunctions, redis, down.redis.prefix);
+  for (const q of queues.queues.values()) q.on('error', () => {});
+  const deps = openLocal(down, silentLogger());
+  return {
+    config: down, queues, deps,
+    async close() {
+      await queues.close().catch(() => {});
+      redis.disconnect();
+      await deps.close();
+    },
+  };
 }
