@@ -7,12 +7,12 @@ import type { Config } from '../config/schema.js';
 import { drillFor } from '../drill/index.js';
 import { openLocal } from '../plumbing/app.js';
 import { CliError, EXIT, exitCodeOf, inlineRetries } from './exit.js';
+import { cliDataset } from './steps.js';
 import { table } from './format.js';
 
 /** `lifeboat drill`: the drillRestore function inline, for a dataset of any kind, then this drill's check table. */
 export async function drillCommand(config: Config, log: Logger, opts: { dataset: string; backup?: string; retries?: number; json?: boolean }): Promise<number> {
-  const dataset = config.datasets.find((d) => d.id === opts.dataset);
-  if (!dataset) throw new CliError(`no dataset "${opts.dataset}" in the config (known: ${config.datasets.map((d) => d.id).join(', ') || 'none'})`, EXIT.usage);
+  const dataset = cliDataset(config, opts.dataset);
   if (!drillFor(dataset)) throw new CliError(`dataset ${dataset.id}: ${dataset.kind} datasets have no restore drill`, EXIT.usage);
   const deps = openLocal(config, log);
   try {

@@ -22,6 +22,7 @@ import { verifyCommand } from './verify.js';
 import { checkCommand } from './check.js';
 import { hubInitCommand } from './hubInit.js';
 import { CliError, EXIT, inlineRetries, MAX_ATTEMPTS, parseAttempts, parseConcurrency, parseIsoDateTime, parsePositiveSeconds } from './exit.js';
+import { cliDataset } from './steps.js';
 import { backupsTable } from './format.js';
 
 const program = new Command('lifeboat')
@@ -57,11 +58,6 @@ function onSignals(stop: (force: boolean) => Promise<void>): void {
   process.on('SIGINT', handler);
 }
 
-function datasetOrFail(cfg: Config, id: string) {
-  const dataset = cfg.datasets.find((d) => d.id === id);
-  if (!dataset) throw new CliError(`no dataset "${id}" in the config (known: ${cfg.datasets.map((d) => d.id).join(', ') || 'none'})`, EXIT.usage);
-  return dataset;
-}
 
 const configCmd = program.command('config').description('work with the config file');
 configCmd
@@ -156,7 +152,7 @@ program
     if (opts.retries !== undefined && !opts.inline) throw new CliError(`--retries: only with --inline (a queued job retries as ${fn.name} declares)`, EXIT.usage);
     const { config: cfg } = await config();
     if (opts.dataset) {
-      const mismatch = datasetKindMismatch(fn, datasetOrFail(cfg, opts.dataset));
+      const mismatch = datasetKindMismatch(fn, cliDataset(cfg, opts.dataset));
       if (mismatch) throw new CliError(mismatch, EXIT.usage);
     }
     const tick = opts.tick ?? new Date();
@@ -217,7 +213,7 @@ backupsCmd
   .option('--json', 'one JSON object per line')
   .action(async (opts: { dataset?: string; json?: boolean }) => {
     const { config: cfg } = await config();
-    const datasets = opts.dataset ? [datasetOrFail(cfg, opts.dataset)] : cfg.datasets;
+    const datasets = opts.dataset ? [cliDataset(cfg, opts.dataset)] : cfg.datasets;
     const deps = openLocal(cfg, logger());
     try {
       const orphans: Array<OrphanFolder & { dataset: string }> = [];

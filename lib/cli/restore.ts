@@ -2,7 +2,7 @@ import { InvalidArgumentError } from 'commander';
 import type { Logger } from 'pino';
 import { openLocal } from '../plumbing/app.js';
 import { listBackups, type BackupEntry } from '../catalog/catalog.js';
-import type { Config, PostgresDataset } from '../config/schema.js';
+import type { Config } from '../config/schema.js';
 import { serverInfo } from '../postgres/connection.js';
 import { checkDatabaseName, DatabaseNotInDumpError } from '../postgres/dumpallSections.js';
 import { dumpRoles, restoreDatabase, restoreDump } from '../postgres/restore.js';
@@ -11,19 +11,13 @@ import { hashStream } from '../targets/hash.js';
 import type { TargetStore } from '../targets/store.js';
 import { CliError, EXIT, exitCodeOf, inlineRetries } from './exit.js';
 import { formatBytes, table } from './format.js';
-import { pickBackup, progressPrinter, readStep } from './steps.js';
+import { cliDataset, pickBackup, progressPrinter, readStep } from './steps.js';
 import { restoreBucketCommand, type BucketRestoreCommandOptions } from './restoreBucket.js';
 import { restoreEtcdCommand } from './restoreEtcd.js';
 
 /** Databases every cluster has; a dump "contains" them without creating them. */
 const BUILTIN_DATABASES = new Set(['postgres', 'template1', 'template0']);
 
-function postgresDataset(config: Config, id: string): PostgresDataset {
-  const dataset = config.datasets.find((d) => d.id === id);
-  if (!dataset) throw new CliError(`no dataset "${id}" in the config (known: ${config.datasets.map((d) => d.id).join(', ') || 'none'})`, EXIT.usage);
-  if (dataset.kind !== 'postgres') throw new CliError(`dataset ${id} is a ${dataset.kind} dataset, not postgres`, EXIT.usage);
-  return dataset;
-}
 
 /**
  * `--to`, checked before anything is read: a postgres:// or postgresql:// URL. A password in it is no
@@ -126,7 +120,7 @@ interface ManifestSource {
  * checked in a first full read before the destination is touched; the second read feeds psql.
  */
 export async function restoreCommand(config: Config, log: Logger, opts: RestoreOptions): Promise<void> {
-  const dataset = postgresDataset(config, opts.dataset);
+  const dataset = cliDataset(config, opts.dataset, 'postgres');
   if (!opts.list && opts.to === undefined) throw new CliError('restore: --to <postgres-url> is required (except with --list)', EXIT.usage);
   if (!opts.database && (opts.as !== undefined || opts.roles || opts.dryRun)) throw new CliError('restore: --as, --roles and --dry-run need --database', EXIT.usage);
   const destination = opts.to === undefined ? undefined : new LocalRunner({ url: destinationUrl(opts.to) });

@@ -1,14 +1,14 @@
 import { GetBucketVersioningCommand } from '@aws-sdk/client-s3';
 import type { Logger } from 'pino';
 import { listBackups } from '../catalog/catalog.js';
-import type { BucketDataset, Config } from '../config/schema.js';
+import type { Config } from '../config/schema.js';
 import { restoreBucket, type BucketRestoreResult } from '../mirror/restore.js';
 import { openLocal } from '../plumbing/app.js';
 import { TargetError } from '../targets/errors.js';
 import { S3Store } from '../targets/s3.js';
 import { CliError, EXIT, inlineRetries } from './exit.js';
 import { formatBytes, table } from './format.js';
-import { formatDuration, pickBackup, progressPrinter, readStep } from './steps.js';
+import { cliDataset, formatDuration, pickBackup, progressPrinter, readStep } from './steps.js';
 
 const MiB = 1024 * 1024;
 
@@ -47,12 +47,6 @@ export interface BucketRestoreReport extends BucketRestoreResult {
   durationMs: number;
 }
 
-function bucketDataset(config: Config, id: string): BucketDataset {
-  const dataset = config.datasets.find((d) => d.id === id);
-  if (!dataset) throw new CliError(`no dataset "${id}" in the config (known: ${config.datasets.map((d) => d.id).join(', ') || 'none'})`, EXIT.usage);
-  if (dataset.kind !== 'bucket') throw new CliError(`dataset ${id} is a ${dataset.kind} dataset, not bucket`, EXIT.usage);
-  return dataset;
-}
 
 function checkPrefix(flag: string, value: string | undefined): void {
   if (value !== undefined && value !== '' && (!value.endsWith('/') || value.startsWith('/'))) throw new CliError(`${flag}: must be empty or end with '/' (and not start with it), e.g. photos/2024/`, EXIT.usage);
@@ -64,7 +58,7 @@ function checkPrefix(flag: string, value: string | undefined): void {
  * endpoint (`--to-source`, its bucket unless `--to-bucket`). A bucket that does not exist is created.
  */
 export async function restoreBucketCommand(config: Config, log: Logger, opts: BucketRestoreCommandOptions): Promise<number> {
-  const dataset = bucketDataset(config, opts.dataset);
+  const dataset = cliDataset(config, opts.dataset, 'bucket');
   if ((opts.toTarget === undefined) === !opts.toSource) throw new CliError('restore: a bucket dataset needs exactly one of --to-target <name> (with --to-bucket) or --to-source', EXIT.usage);
   if (opts.toTarget !== undefined) {
     const target = config.targets[opts.toTarget];

@@ -10,7 +10,7 @@ import { openLocal } from '../plumbing/app.js';
 import { ObjectNotFoundError, type TargetStore } from '../targets/store.js';
 import { CliError, EXIT, inlineRetries } from './exit.js';
 import { formatBytes } from './format.js';
-import { pickBackup, progressPrinter, readStep } from './steps.js';
+import { cliDataset, pickBackup, progressPrinter, readStep } from './steps.js';
 
 export const ETCD_RUNBOOK = 'docs/runbooks/restore-etcd.md';
 const TOKEN_FILE = 'token';
@@ -24,12 +24,6 @@ export interface RestoreEtcdOptions {
   retries?: number;
 }
 
-function etcdDataset(config: Config, id: string): EtcdDataset {
-  const dataset = config.datasets.find((d) => d.id === id);
-  if (!dataset) throw new CliError(`no dataset "${id}" in the config (known: ${config.datasets.map((d) => d.id).join(', ') || 'none'})`, EXIT.usage);
-  if (dataset.kind !== 'etcd') throw new CliError(`dataset ${id} is a ${dataset.kind} dataset, not etcd`, EXIT.usage);
-  return dataset;
-}
 
 /** The key uploadEtcd writes the k3s server token to. */
 export function serverTokenKey(dataset: Pick<EtcdDataset, 'id' | 'target'>): string {
@@ -93,7 +87,7 @@ export interface EtcdRestoreResult {
 }
 
 export async function restoreEtcdCommand(config: Config, log: Logger, opts: RestoreEtcdOptions): Promise<EtcdRestoreResult> {
-  const dataset = etcdDataset(config, opts.dataset);
+  const dataset = cliDataset(config, opts.dataset, 'etcd');
   if (!opts.toDir) throw new CliError(`dataset ${dataset.id} is an etcd dataset: --to-dir DIR is required (where the snapshot and the token are written)`, EXIT.usage);
   const dir = resolve(opts.toDir);
   const force = opts.force ?? false;

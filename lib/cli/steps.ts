@@ -1,5 +1,6 @@
 import { retrying } from '../../queue/inline.js';
 import type { BackupEntry } from '../catalog/catalog.js';
+import type { Config, Dataset } from '../config/schema.js';
 import { CliError, EXIT, type inlineRetries, isUnreachable } from './exit.js';
 import { formatBytes } from './format.js';
 
@@ -52,4 +53,12 @@ export function formatDuration(seconds: number): string {
   if (s < 90) return `${s} s`;
   if (s < 90 * 60) return `${Math.floor(s / 60)} min ${s % 60} s`;
   return `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} min`;
+}
+
+/** The dataset a command names (of `kind`, when given); anything else exits 2 before anything runs. */
+export function cliDataset<K extends Dataset['kind']>(config: Config, id: string, kind?: K): Extract<Dataset, { kind: K }> {
+  const dataset = config.datasets.find((d) => d.id === id);
+  if (!dataset) throw new CliError(`no dataset "${id}" in the config (known: ${config.datasets.map((d) => d.id).join(', ') || 'none'})`, EXIT.usage);
+  if (kind && dataset.kind !== kind) throw new CliError(`dataset ${id} is a ${dataset.kind} dataset, not ${kind}`, EXIT.usage);
+  return dataset as Extract<Dataset, { kind: K }>;
 }

@@ -6,12 +6,12 @@ import { CorruptBackupError } from '../../queue/errors.js';
 import { openLocal } from '../plumbing/app.js';
 import type { Config } from '../config/schema.js';
 import { CliError, EXIT, exitCodeOf, inlineRetries } from './exit.js';
+import { cliDataset } from './steps.js';
 import { formatBytes, table } from './format.js';
 
 /** `lifeboat verify`: verifyObject inline for the chosen backups, recorded like any verification, then a table. */
 export async function verifyCommand(config: Config, log: Logger, opts: { dataset: string; backup: string; json?: boolean; retries?: number }): Promise<number> {
-  const dataset = config.datasets.find((d) => d.id === opts.dataset);
-  if (!dataset) throw new CliError(`no dataset "${opts.dataset}" in the config (known: ${config.datasets.map((d) => d.id).join(', ') || 'none'})`, EXIT.usage);
+  const dataset = cliDataset(config, opts.dataset);
   const deps = openLocal(config, log);
   try {
     const [result] = await runInline(allFunctions, 'verifyObject', { dataset: dataset.id, backup: opts.backup }, deps, inlineRetries(opts.retries));
