@@ -18,7 +18,19 @@ export interface Ctx {
   signal: AbortSignal;
   /** Fan-out: reaches every function subscribed to the event, and the metrics recorder. */
   emit<E extends EventName>(event: E, payload: EventPayload<E>): Promise<void>;
+  /** How far the run is; the queue runtime shows it as the job's progress (Bull Board, the web UI). Cheap to call often. */
+  progress(progress: Progress): void;
   deps: Deps;
+}
+
+/** A running job's progress: what it is doing and how much of it is done. */
+export interface Progress {
+  phase: string;
+  bytes?: number;
+  /** The bytes the phase will have read or written in all, when known. */
+  total?: number;
+  objects?: number;
+  totalObjects?: number;
 }
 
 /** One schedule entry produced by a cron trigger. */

@@ -2,7 +2,7 @@ import { setMaxListeners } from 'node:events';
 import { formatIssues } from '../lib/config/issues.js';
 import type { Deps } from '../lib/plumbing/deps.js';
 import { LockBusyError, type Lease, type Locks } from '../lib/plumbing/locks.js';
-import type { AnyFunction, Ctx } from './define.js';
+import type { AnyFunction, Ctx, Progress } from './define.js';
 import { InvalidInputError, ShutdownError, TimeoutError, errorMessage, isPermanent } from './errors.js';
 import { eventSchemas, type EventName, type EventPayload } from './events.js';
 
@@ -32,6 +32,42 @@ export interface RunContext {
    * also sees the jobs no attempt reports (a job whose worker died too often).
    */
   recordFailures?: boolean;
+  /** Where ctx.progress goes, at most once per PROGRESS_INTERVAL_MS (the last report always arrives). */
+  onProgress?: (progress: Progress) => Promise<void> | void;
+}
+
+/** Progress reports are coalesced to one per second: a mirror reports per object, Redis needs no more. */
+export const PROGRESS_INTERVAL_MS = 1000;
+
+/** ctx.progress: leading and trailing throttle, errors logged (progress never fails a job). */
+function progressReporter(sink: RunContext['onProgress'], log: Ctx['log']): { report: (p: Progress) => void; flush: () => Promise<void> } {
+  let last = 0;
+  let pending: Progress | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  let inFlight: Promise<void> = Promise.resolve();
+  const send = () => {
+    timer = undefined;
+    const p = pending;
+    pending = undefined;
+    if (!p || !sink) return;
+    last = Date.now();
+    inFlight = Promise.resolve(sink(p)).catch((err: unknown) => log.debug({ err: errorMessage(err) }, 'could not report progress'));
+  };
+  return {
+    report(p) {
+      if (!sink) return;
+      pending = p;
+      if (timer) return;
+      const wait = last + PROGRESS_INTERVAL_MS - Date.now();
+      if (wait <= 0) send();
+      else timer = setTimeout(send, wait);
+    },
+    async flush() {
+      if (timer) clearTimeout(timer);
+      send();
+      await inFlight;
+    },
+  };
 }
 
 /** Counts a job that failed for good: lifeboat_job_failures_total{fn} and, for a dataset's job, its last-failure time. */
@@ -81,6 +117,7 @@ export async function runFunction(fn: AnyFunction, data: unknown, meta: JobMeta,
   aborted.catch(() => {});
   lease?.lost.addEventListener('abort', () => controller.abort(lease.lost.reason), { once: true });
 
+  const progress = progressReporter(run.onProgress, log);
   const ctx: Ctx = {
     fn: fn.name,
     jobId: meta.jobId,
@@ -95,6 +132,7 @@ export async function runFunction(fn: AnyFunction, data: unknown, meta: JobMeta,
       log.debug({ event }, 'emit');
       await run.emit(event, checked);
     },
+    progress: (p) => progress.report(p),
   };
 
   const started = Date.now();
@@ -115,6 +153,7 @@ export async function runFunction(fn: AnyFunction, data: unknown, meta: JobMeta,
     throw err;
   } finally {
     clearTimeout(timer);
+    await progress.flush();
     run.shutdown?.removeEventListener('abort', onShutdown);
     // Left alone it expires after its TTL; releasing lets the next job of the dataset start now.
     await lease?.release().catch((e: unknown) => log.warn({ err: errorMessage(e) }, 'could not release the dataset lock'));

@@ -85,7 +85,10 @@ export class WorkerGroup {
           scheduledAt: job.repeatJobKey ? job.opts.prevMillis : undefined,
           createdAt: job.timestamp,
         },
-        { deps: this.options.deps, emit: this.options.emit, shutdown: this.#shutdown.signal, locks: this.#locks, recordFailures: false },
+        {
+          deps: this.options.deps, emit: this.options.emit, shutdown: this.#shutdown.signal, locks: this.#locks, recordFailures: false,
+          onProgress: (progress) => job.updateProgress({ ...progress }),
+        },
       );
     } catch (err) {
       // Another job holds the dataset: come back later without spending an attempt.
