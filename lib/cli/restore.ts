@@ -4,19 +4,15 @@ import { openLocal } from '../plumbing/app.js';
 import { listBackups, type BackupEntry } from '../catalog/catalog.js';
 import type { Config } from '../config/schema.js';
 import { serverInfo } from '../postgres/connection.js';
-import { checkDatabaseName, DatabaseNotInDumpError } from '../postgres/dumpallSections.js';
-import { dumpRoles, restoreDatabase, restoreDump } from '../postgres/restore.js';
+import { checkDatabaseName } from '../postgres/dumpallSections.js';
+import { dumpRoles } from '../postgres/restore.js';
+import { destinationRoles, requireDatabaseInBackup, restoreOneDatabase, restoreWholeCluster, RestoreRefusedError, type OneDatabase, type PostgresRestore, type RestoreSteps } from '../postgres/restoreBackup.js';
 import { LocalRunner } from '../postgres/runner.js';
-import { hashStream } from '../targets/hash.js';
-import type { TargetStore } from '../targets/store.js';
 import { CliError, EXIT, exitCodeOf, inlineRetries } from './exit.js';
 import { formatBytes, table } from './format.js';
 import { cliDataset, pickBackup, progressPrinter, readStep } from './steps.js';
 import { restoreBucketCommand, type BucketRestoreCommandOptions } from './restoreBucket.js';
 import { restoreEtcdCommand } from './restoreEtcd.js';
-
-/** Databases every cluster has; a dump "contains" them without creating them. */
-const BUILTIN_DATABASES = new Set(['postgres', 'template1', 'template0']);
 
 
 /**
@@ -54,19 +50,7 @@ export interface RestoreOptions {
   json?: boolean;
 }
 
-/** What `restore --json` prints for a postgres restore. */
-export interface PostgresRestoreResult {
-  ok: true;
-  dataset: string;
-  backup: string;
-  key: string;
-  bytes: number;
-  sha256: string;
-  destination: string;
-  durationMs: number;
-  /** The whole pg_dumpall, or one database out of it. */
-  restored: { databases: string[] } | { database: string; as: string; rolesCreated: string[]; rolesMissing: Record<string, number> };
-}
+export type { PostgresRestoreResult } from '../postgres/restoreBackup.js';
 
 export type RestoreCliOptions = RestoreOptions & Omit<BucketRestoreCommandOptions, keyof RestoreOptions> & { toDir?: string };
 
@@ -135,21 +119,15 @@ export async function restoreCommand(config: Config, log: Logger, opts: RestoreO
     if (opts.list) return printDatabases(entry);
     out(`backup ${entry.id} of ${dataset.id}: ${manifest.artifact.key} (${formatBytes(manifest.artifact.size)}, ${entry.status})`);
     if (entry.status === 'corrupt' && !opts.force) throw new CliError(`backup ${entry.id} failed verification; choose another with --backup, or --force`, EXIT.failed);
-    const job: RestoreJob = { store, entry, destination: destination!, policy, out, force: opts.force ?? false };
-    const result = opts.database !== undefined ? await restoreOneDatabase(job, { database: opts.database, as: opts.as, roles: opts.roles ?? false, dryRun: opts.dryRun ?? false }) : await restoreWholeCluster(job);
-    if (result && opts.json) process.stdout.write(`${JSON.stringify(result)}\n`);
+    const job: PostgresRestore = { store, entry, destination: destination!, force: opts.force ?? false };
+    const one: OneDatabase | undefined = opts.database === undefined ? undefined : { database: opts.database, as: opts.as, roles: opts.roles ?? false };
+    if (one && opts.dryRun) return await asCli(() => dryRunOneDatabase(job, one, policy));
+    const steps = cliSteps(policy, out);
+    const result = await asCli(() => (one ? restoreOneDatabase(job, one, steps) : restoreWholeCluster(job, steps)));
+    if (opts.json) process.stdout.write(`${JSON.stringify(result)}\n`);
   } finally {
     await deps.close();
   }
-}
-
-interface RestoreJob {
-  store: TargetStore;
-  entry: BackupEntry;
-  destination: LocalRunner;
-  policy: ReturnType<typeof inlineRetries>;
-  out: (line: string) => void;
-  force: boolean;
 }
 
 /** `--list`: the databases of a backup with the dump-time figures of its manifest. */
@@ -164,109 +142,57 @@ function printDatabases(entry: BackupEntry): void {
   process.stdout.write(`${table([['DATABASE', 'TABLES', 'ROWS (EST.)'], ...rows])}\n`);
 }
 
-/** The first pass: the whole artifact against its manifest, before the destination is touched. */
-async function verifyArtifact({ store, entry: { manifest }, policy, out }: RestoreJob): Promise<void> {
-  const verifyProgress = progressPrinter('verifying', { bytes: manifest.artifact.size });
-  const { sha256, size } = await readStep(`reading ${manifest.artifact.key}`, policy, async () => {
-    const stream = await store.get(manifest.artifact.key);
-    if (verifyProgress) {
-      let bytes = 0;
-      stream.on('data', (c: Buffer) => verifyProgress((bytes += c.length)));
-    }
-    return hashStream(stream);
-  });
-  if (verifyProgress) process.stderr.write('\n');
-  if (sha256 !== manifest.artifact.sha256 || size !== manifest.artifact.size) {
-    throw new CliError(`refusing to restore: ${manifest.artifact.key} does not match its manifest (sha256 ${sha256}, ${size} bytes; manifest ${manifest.artifact.sha256}, ${manifest.artifact.size} bytes)`, EXIT.failed);
-  }
-  out('sha256 matches the manifest');
+/** The CLI's side of the shared restore steps: lines and the progress bar on stderr, reads retried per --retries. */
+function cliSteps(policy: ReturnType<typeof inlineRetries>, out: (line: string) => void): RestoreSteps {
+  let printer: { phase: string; print?: (bytes: number) => void } | undefined;
+  const endLine = () => {
+    if (printer?.print) process.stderr.write('\n');
+  };
+  return {
+    say: (line) => {
+      endLine();
+      printer = undefined;
+      out(line);
+    },
+    read: (what, step) => readStep(what, policy, step),
+    progress: (phase, bytes, total) => {
+      if (printer?.phase !== phase) {
+        endLine();
+        printer = { phase, print: progressPrinter(phase, { bytes: total }) };
+      }
+      printer.print?.(bytes);
+    },
+  };
 }
 
-async function restoreWholeCluster(job: RestoreJob): Promise<PostgresRestoreResult> {
-  const { store, entry: { manifest }, destination, policy, out } = job;
-  await verifyArtifact(job);
-
-  const present = new Set((await readStep(`connecting to ${destination.label}`, policy, () => serverInfo(destination))).databases);
-  const databases = ((manifest.source as ManifestSource).databases ?? []).filter((db) => !BUILTIN_DATABASES.has(db));
-  const collisions = databases.filter((db) => present.has(db));
-  if (collisions.length > 0 && !job.force) {
-    throw new CliError(`${destination.label} already has ${collisions.length === 1 ? 'database' : 'databases'} ${collisions.join(', ')} from this dump; restoring would mix old and new data. Use a fresh server, drop them, or pass --force.`, EXIT.failed);
-  }
-
-  const restored = await restoreDump(store, manifest, destination, { onProgress: progressPrinter('restoring', { bytes: manifest.artifact.size }) });
-  if (process.stderr.isTTY) process.stderr.write('\n');
-  if (restored.sha256 !== manifest.artifact.sha256) throw new CliError('the object changed between the verification pass and the restore; run the restore again', EXIT.failed);
-  if (restored.errors.length > 0) {
-    for (const e of restored.errors.slice(0, 20)) out(`  ${e}`);
-    throw new CliError(`restore finished with ${restored.errors.length} errors`, EXIT.failed);
-  }
-  out(`restored ${databases.length} databases (${databases.join(', ')}) into ${destination.label} in ${(restored.durationMs / 1000).toFixed(1)} s`);
-  return { ...resultOf(job, restored), restored: { databases } };
-}
-
-function resultOf({ entry: { id, dataset, manifest }, destination }: RestoreJob, restored: { sha256: string; durationMs: number }): Omit<PostgresRestoreResult, 'restored'> {
-  return { ok: true, dataset, backup: id, key: manifest.artifact.key, bytes: manifest.artifact.size, sha256: restored.sha256, destination: destination.label, durationMs: restored.durationMs };
-}
-
-/** Roles at the destination, read before anything is written: --roles creates only the others. */
-async function destinationRoles(runner: LocalRunner): Promise<Set<string>> {
-  const out = await runner.run('psql', ['-A', '-t', '-v', 'ON_ERROR_STOP=1', '-c', 'select rolname from pg_roles']);
-  return new Set(out.split('\n').filter((line) => line !== ''));
-}
-
-const listNames = (names: string[]) => names.map((n) => JSON.stringify(n)).join(', ');
-
-/**
- * `--database NAME [--as NEWNAME] [--roles] [--dry-run]`: one database's section of the pg_dumpall
- * backup, cut from the stream on its way to psql.
- */
-async function restoreOneDatabase(job: RestoreJob, opts: { database: string; as?: string; roles: boolean; dryRun: boolean }): Promise<PostgresRestoreResult | undefined> {
-  const { store, entry: { id, manifest }, destination, policy, out } = job;
-  const inBackup = (manifest.source as ManifestSource).databases;
-  // The manifest says what the dump holds; the cutter checks again while it reads.
-  if (inBackup && !inBackup.includes(opts.database)) throw new CliError(`backup ${id} has no database ${JSON.stringify(opts.database)} (it has: ${listNames(inBackup)})`, EXIT.failed);
-  const targetName = opts.as ?? opts.database;
-  const described = targetName === opts.database ? JSON.stringify(targetName) : `${JSON.stringify(opts.database)} as ${JSON.stringify(targetName)}`;
-
-  if (opts.dryRun) {
-    // Reads only: the start of the artifact (its roles) and the destination's catalogs.
-    const dumpRoleNames = await readStep(`reading the roles of ${manifest.artifact.key}`, policy, () => dumpRoles(store, manifest));
-    const { present, roles } = await readStep(`connecting to ${destination.label}`, policy, async () => ({ present: (await serverInfo(destination)).databases, roles: await destinationRoles(destination) }));
-    const missing = dumpRoleNames.filter((r) => !roles.has(r));
-    const say = (line: string) => process.stdout.write(`${line}\n`);
-    say(`dry run: nothing was changed`);
-    say(`would check the sha256 of ${manifest.artifact.key} (${formatBytes(manifest.artifact.size)}), then restore database ${described} from backup ${id} into ${destination.label}`);
-    if (present.includes(targetName)) say(`${destination.label} already has database ${JSON.stringify(targetName)}: the restore would refuse${job.force ? ' (but --force is given)' : ' without --force'}`);
-    if (opts.roles) say(`roles to create: ${missing.length ? listNames(missing) : 'none'} (only those missing at the destination; existing roles are left as they are)`);
-    else say(`roles to create: none (without --roles)${missing.length ? `; missing at the destination: ${listNames(missing)}: objects they own are left to the restoring user, their grants dropped` : ''}`);
-    return;
-  }
-
-  await verifyArtifact(job);
-  const { present, roles } = await readStep(`connecting to ${destination.label}`, policy, async () => ({ present: (await serverInfo(destination)).databases, roles: await destinationRoles(destination) }));
-  if (present.includes(targetName) && !job.force) {
-    throw new CliError(`${destination.label} already has database ${JSON.stringify(targetName)}; restoring into it would mix old and new data. Drop it, choose another name with --as, or pass --force.`, EXIT.failed);
-  }
-
-  let restored;
+/** Refusals and failed restores exit 1, as a failed job would. */
+async function asCli<T>(restore: () => Promise<T>): Promise<T> {
   try {
-    restored = await restoreDatabase(store, manifest, destination, { database: opts.database, renameTo: opts.as, existingRoles: roles, createMissingRoles: opts.roles }, { onProgress: progressPrinter('restoring', { bytes: manifest.artifact.size }) });
+    return await restore();
   } catch (err) {
-    if (err instanceof DatabaseNotInDumpError) throw new CliError(`backup ${id} has no database ${JSON.stringify(err.database)} (it has: ${listNames(err.databases)})`, EXIT.failed);
+    if (err instanceof RestoreRefusedError) throw new CliError(err.message, EXIT.failed);
     throw err;
   }
-  if (process.stderr.isTTY) process.stderr.write('\n');
-  if (restored.sha256 !== manifest.artifact.sha256) throw new CliError('the object changed between the verification pass and the restore; run the restore again', EXIT.failed);
-  const { rolesCreated, droppedForMissingRole } = restored.cut;
-  if (rolesCreated.length > 0) out(`created roles missing at the destination: ${listNames(rolesCreated)}`);
-  const dropped = Object.entries(droppedForMissingRole);
-  if (dropped.length > 0) {
-    out(`roles missing at the destination: ${dropped.map(([role, n]) => `${JSON.stringify(role)} (${n} ${n === 1 ? 'statement' : 'statements'})`).join(', ')}; ownership was left to the restoring user and their grants were dropped (--roles creates them)`);
-  }
-  if (restored.errors.length > 0) {
-    for (const e of restored.errors.slice(0, 20)) out(`  ${e}`);
-    throw new CliError(`restore finished with ${restored.errors.length} errors`, EXIT.failed);
-  }
-  out(`restored database ${described} into ${destination.label} in ${(restored.durationMs / 1000).toFixed(1)} s`);
-  return { ...resultOf(job, restored), restored: { database: opts.database, as: targetName, rolesCreated, rolesMissing: droppedForMissingRole } };
+}
+
+/**
+ * `--database NAME --dry-run`: reads only the start of the artifact (its roles) and the destination's
+ * catalogs, and says what a restore would do.
+ */
+const listNames = (names: string[]) => names.map((n) => JSON.stringify(n)).join(', ');
+
+async function dryRunOneDatabase(job: PostgresRestore, opts: OneDatabase, policy: ReturnType<typeof inlineRetries>): Promise<void> {
+  const { store, entry: { id, manifest }, destination } = job;
+  requireDatabaseInBackup(job.entry, opts.database);
+  const targetName = opts.as ?? opts.database;
+  const described = targetName === opts.database ? JSON.stringify(targetName) : `${JSON.stringify(opts.database)} as ${JSON.stringify(targetName)}`;
+  const dumpRoleNames = await readStep(`reading the roles of ${manifest.artifact.key}`, policy, () => dumpRoles(store, manifest));
+  const { present, roles } = await readStep(`connecting to ${destination.label}`, policy, async () => ({ present: (await serverInfo(destination)).databases, roles: await destinationRoles(destination) }));
+  const missing = dumpRoleNames.filter((r) => !roles.has(r));
+  const say = (line: string) => process.stdout.write(`${line}\n`);
+  say(`dry run: nothing was changed`);
+  say(`would check the sha256 of ${manifest.artifact.key} (${formatBytes(manifest.artifact.size)}), then restore database ${described} from backup ${id} into ${destination.label}`);
+  if (present.includes(targetName)) say(`${destination.label} already has database ${JSON.stringify(targetName)}: the restore would refuse${job.force ? ' (but --force is given)' : ' without --force'}`);
+  if (opts.roles) say(`roles to create: ${missing.length ? listNames(missing) : 'none'} (only those missing at the destination; existing roles are left as they are)`);
+  else say(`roles to create: none (without --roles)${missing.length ? `; missing at the destination: ${listNames(missing)}: objects they own are left to the restoring user, their grants dropped` : ''}`);
 }

@@ -1,16 +1,11 @@
-import { GetBucketVersioningCommand } from '@aws-sdk/client-s3';
 import type { Logger } from 'pino';
-import { listBackups } from '../catalog/catalog.js';
 import type { Config } from '../config/schema.js';
-import { restoreBucket, type BucketRestoreResult } from '../mirror/restore.js';
+import { BucketRestoreRefusedError, restoreMirrorBackup, type BucketRestoreReport } from '../mirror/restoreBackup.js';
 import { openLocal } from '../plumbing/app.js';
-import { TargetError } from '../targets/errors.js';
 import { S3Store } from '../targets/s3.js';
 import { CliError, EXIT, inlineRetries } from './exit.js';
 import { formatBytes, table } from './format.js';
-import { cliDataset, formatDuration, pickBackup, progressPrinter, readStep } from './steps.js';
-
-const MiB = 1024 * 1024;
+import { cliDataset, formatDuration, progressPrinter, readStep } from './steps.js';
 
 export interface BucketRestoreCommandOptions {
   dataset: string;
@@ -30,23 +25,7 @@ export interface BucketRestoreCommandOptions {
   concurrency?: number;
 }
 
-/** Someone is waiting for a restore, and its objects stream without buffering: more in flight than a nightly mirror. */
-export const RESTORE_CONCURRENCY = 32;
-
-/** What `--json` prints, and what the summary is made from. createdBucket: created, or with --dry-run, would be. */
-export interface BucketRestoreReport extends BucketRestoreResult {
-  dataset: string;
-  backup: string;
-  at?: string;
-  from: { target: string; bucket: string; prefix: string };
-  to: { target: string; bucket: string; prefix: string; createdBucket: boolean };
-  /** What the report of the backup listed on the hub, when the whole mirror is restored. */
-  expected?: { count: number; bytes: number };
-  dryRun: boolean;
-  ok: boolean;
-  durationMs: number;
-}
-
+export { RESTORE_CONCURRENCY, type BucketRestoreReport } from '../mirror/restoreBackup.js';
 
 function checkPrefix(flag: string, value: string | undefined): void {
   if (value !== undefined && value !== '' && (!value.endsWith('/') || value.startsWith('/'))) throw new CliError(`${flag}: must be empty or end with '/' (and not start with it), e.g. photos/2024/`, EXIT.usage);
@@ -71,84 +50,34 @@ export async function restoreBucketCommand(config: Config, log: Logger, opts: Bu
   const out = (line: string) => process.stderr.write(`${line}\n`);
   const policy = inlineRetries(opts.retries);
   const deps = openLocal(config, log);
+  // Made on the first report, which brings the expected totals.
+  let printing: ReturnType<typeof progressPrinter> | 'not yet' = 'not yet';
   try {
-    const hub = deps.storeFor(dataset);
-    if (!(hub instanceof S3Store)) throw new CliError(`dataset ${dataset.id}: its target ${dataset.target.name} is not s3`, EXIT.usage);
-    const entries = await readStep(`listing ${hub.label}`, policy, () => listBackups(hub, dataset));
-    const entry = pickBackup(entries, dataset.id, opts.backup, 'mirror report');
-    const report = await readStep(`reading ${entry.manifest.artifact.key}`, policy, () => hub.getJson<MirrorReport>(entry.manifest.artifact.key));
-    if (report?.ok === false) out(`warning: the mirror run of ${entry.id} did not succeed (${entry.manifest.artifact.key}); restoring what the hub holds`);
-    // An older report means the hub's state at its time: only a versioned hub still has it.
-    const at = opts.at ?? (entry.id !== entries[0]?.id ? new Date(entry.manifest.finishedAt) : undefined);
-    if (at) await requireVersioning(hub, policy);
-
     const destination = opts.toSource
       ? new S3Store(deps.bucketSource(dataset).client, `source of ${dataset.id}`, opts.toBucket ?? dataset.source.bucket)
       : (deps.store(opts.toTarget!, opts.toBucket!) as S3Store);
-    const toPrefix = opts.toPrefix ?? (opts.toSource && opts.toBucket === undefined ? dataset.source.prefix : '');
-    if (destination.endpoint === hub.endpoint && destination.bucket === hub.bucket && (toPrefix.startsWith(dataset.target.prefix) || dataset.target.prefix.startsWith(toPrefix))) {
-      throw new CliError(`the destination ${destination.bucket}/${toPrefix} overlaps the mirror itself (${hub.bucket}/${dataset.target.prefix}); choose another bucket or prefix`, EXIT.usage);
-    }
-    const createdBucket = await ensureBucket(destination, opts.dryRun ?? false, policy);
-    if (createdBucket) out(`${opts.dryRun ? 'would create' : 'created'} bucket ${destination.bucket} on ${destination.endpoint}`);
-
-    const prefix = opts.prefix ?? '';
-    const whole = prefix === '' && at === undefined;
-    const expected = whole ? report?.verification?.listing?.destination : undefined;
-    out(`restoring ${dataset.id} (${at ? `as it was at ${at.toISOString()}` : `mirror report ${entry.id}`}${prefix ? `, under ${prefix}` : ''}) from ${hub.label}/${dataset.target.prefix} to ${destination.label}/${toPrefix}${opts.dryRun ? ' (dry run: nothing is written)' : ''}`);
-    const started = Date.now();
-    const progress = progressPrinter('restoring', expected && { bytes: expected.bytes, objects: expected.count });
-    const m = dataset.mirror;
-    const result = await restoreBucket({ store: hub, prefix: dataset.target.prefix }, { store: destination, prefix: toPrefix }, {
-      prefix, at, overwrite: opts.overwrite ?? false, dryRun: opts.dryRun ?? false,
-      // A dry run creates nothing: the bucket it would create is empty.
-      destinationMissing: createdBucket && opts.dryRun,
-      multipartThreshold: m.multipartThresholdMiB * MiB, partSize: m.partSizeMiB * MiB, concurrency: opts.concurrency ?? RESTORE_CONCURRENCY, sample: m.sample,
-      log, onProgress: progress && ((done) => progress(done.bytes, done.objects)),
+    const summary = await restoreMirrorBackup(deps, dataset, {
+      backup: opts.backup, prefix: opts.prefix, at: opts.at, destination,
+      destinationName: opts.toSource ? `source of ${dataset.id}` : opts.toTarget!,
+      toPrefix: opts.toPrefix ?? (opts.toSource && opts.toBucket === undefined ? dataset.source.prefix : ''),
+      overwrite: opts.overwrite ?? false, dryRun: opts.dryRun ?? false, concurrency: opts.concurrency,
+    }, {
+      say: out, log, read: (what, step) => readStep(what, policy, step),
+      progress: (done, expected) => {
+        if (printing === 'not yet') printing = progressPrinter('restoring', expected);
+        printing?.(done.bytes, done.objects);
+      },
     }).catch((err: unknown) => {
-      if (err instanceof TargetError && err.code === 'AccessDenied') throw new CliError(`${err.message}; the restore needs write access to ${destination.label} (a source's credentials are often read-only: configure a target with write credentials and use --to-target)`, EXIT.failed);
+      if (err instanceof BucketRestoreRefusedError) throw new CliError(err.message, err.badRequest ? EXIT.usage : EXIT.failed);
       throw err;
     });
-    if (progress) process.stderr.write('\n');
-    const ok = result.failed.count === 0 && (opts.dryRun || (result.verification.listing.ok && result.verification.sample.mismatches.length === 0));
-    const summary: BucketRestoreReport = {
-      dataset: dataset.id, backup: entry.id, ...(at ? { at: at.toISOString() } : {}),
-      from: { target: dataset.target.name, bucket: hub.bucket, prefix: dataset.target.prefix + prefix },
-      to: { target: opts.toSource ? `source of ${dataset.id}` : opts.toTarget!, bucket: destination.bucket, prefix: toPrefix, createdBucket },
-      ...(expected ? { expected: { count: expected.count, bytes: expected.bytes } } : {}),
-      dryRun: opts.dryRun ?? false, ok, durationMs: Date.now() - started, ...result,
-    };
+    if (printing && printing !== 'not yet') process.stderr.write('\n');
     if (opts.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
     else printSummary(summary);
-    return ok ? EXIT.ok : EXIT.failed;
+    return summary.ok ? EXIT.ok : EXIT.failed;
   } finally {
     await deps.close();
   }
-}
-
-interface MirrorReport {
-  ok?: boolean;
-  verification?: { listing?: { destination?: { count: number; bytes: number } } };
-}
-
-async function requireVersioning(hub: S3Store, policy: ReturnType<typeof inlineRetries>): Promise<void> {
-  const status = await readStep(`reading the versioning of ${hub.label}`, policy, async () => (await hub.client.send(new GetBucketVersioningCommand({ Bucket: hub.bucket }))).Status);
-  if (status !== 'Enabled' && status !== 'Suspended') {
-    throw new CliError(`the hub bucket ${hub.bucket} is not versioned, so it holds only the mirror's current state: restore --backup latest without --at, or enable versioning on the hub for the next time`, EXIT.failed);
-  }
-}
-
-async function ensureBucket(store: S3Store, dryRun: boolean, policy: ReturnType<typeof inlineRetries>): Promise<boolean> {
-  try {
-    await store.headBucket();
-    return false;
-  } catch (err) {
-    if (!(err instanceof TargetError) || err.code !== 'NoSuchBucket') {
-      return readStep(`reaching ${store.label}`, policy, () => store.headBucket()).then(() => false);
-    }
-  }
-  if (!dryRun) await readStep(`creating bucket ${store.bucket}`, policy, () => store.ensureBucket());
-  return true;
 }
 
 function printSummary(r: BucketRestoreReport): void {
