@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
+import { QueueEvents } from 'bullmq';
 import { z } from 'zod';
 import { openApp, type App } from '../lib/plumbing/app.js';
 import type { Config } from '../lib/config/schema.js';
@@ -160,6 +161,37 @@ describe('runtime on real Redis', () => {
     const stored = await app.queues.queue('stuck').getJob(job.id!);
     expect(await stored!.getState()).toBe('delayed'); // waiting for its retry, not failed
     expect(stored!.failedReason).toBe('worker is shutting down');
+  });
+
+  it('ctx.progress reaches the BullMQ job coalesced to one report a second, the last one always', async () => {
+    const app = await start([
+      fn('progressing', async (_i, ctx) => {
+        for (let bytes = 1; bytes <= 20_000; bytes++) {
+          ctx.progress({ phase: 'copying', bytes, total: 20_000 });
+          if (bytes % 5000 === 0) await sleep(600);
+        }
+        return 'done';
+      }),
+    ]);
+    await app.startWorkers();
+    const seen: unknown[] = [];
+    const connection = app.queues.connection.duplicate(); // QueueEvents blocks on its connection
+    const events = new QueueEvents('progressing', { connection, prefix: app.config.redis.prefix });
+    events.on('progress', ({ data }) => seen.push(data));
+    await events.waitUntilReady();
+    try {
+      const job = await app.queues.enqueue('progressing', { dataset: 'x' });
+      expect(await outcome(app, 'progressing', job.id!)).toEqual({ ok: true, value: 'done' });
+      expect((await app.queues.jobStatus('progressing', job.id!))!.progress).toEqual({ phase: 'copying', bytes: 20_000, total: 20_000 });
+      await sleep(200);
+      // 2.4 s of work: about three reports, not 20,000.
+      expect(seen.length).toBeGreaterThanOrEqual(2);
+      expect(seen.length).toBeLessThanOrEqual(5);
+      expect(seen.at(-1)).toEqual({ phase: 'copying', bytes: 20_000, total: 20_000 });
+    } finally {
+      await events.close();
+      connection.disconnect();
+    }
   });
 
   it('runs inline without Redis: same validation, retries and fan-out', async () => {
