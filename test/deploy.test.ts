@@ -264,7 +264,7 @@ describe('kubernetes manifests', () => {
         expect(c.volumeMounts.find((m: Any) => m.mountPath === '/run/secrets/lifeboat')?.readOnly, where).toBe(true);
       }
     }
-    expect(byName['lifeboat-worker'].spec.template.spec.containers[0].args).toEqual(['worker', '--functions', 'dumpPostgres,verifyObject,drillRestore,mirrorBucket,pruneCheck']);
+    expect(byName['lifeboat-worker'].spec.template.spec.containers[0].args).toEqual(['worker', '--functions', 'dumpPostgres,verifyObject,drillRestore,mirrorBucket,pruneCheck,restoreBackup']);
     const etcd = byName['lifeboat-etcd'].spec.template.spec;
     expect(etcd.containers[0].args).toEqual(['worker', '--functions', 'uploadEtcd']);
     expect(etcd.nodeSelector).toEqual({ 'node-role.kubernetes.io/control-plane': 'true' });

@@ -322,7 +322,7 @@ export function configSchema(env: NodeJS.ProcessEnv = process.env) {
     /** Signs the session cookies; without it a random per-process key (sessions end when serve restarts). */
     sessionSecret: secret.refine((s) => s.reveal().length >= 32, 'must be at least 32 characters').optional(),
     sessionHours: z.number().positive().max(24 * 30).default(12),
-    /** Where the UI's restore actions may write (the actions come later; only the shape is checked now). */
+    /** The only places the UI's restore action may write (restoreBackup): a PostgreSQL server, or a bucket on an s3 target. */
     restoreTargets: z
       .record(
         id,

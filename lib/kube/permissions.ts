@@ -115,7 +115,7 @@ export const API_CALLS: readonly ApiCall[] = [
 
 /** The functions each component runs in deploy/base (worker-deployment.yaml, etcd-deployment.yaml, serve.yaml). */
 export const COMPONENT_FUNCTIONS: Readonly<Record<Component, readonly string[]>> = {
-  worker: ['dumpPostgres', 'verifyObject', 'drillRestore', 'mirrorBucket', 'pruneCheck'],
+  worker: ['dumpPostgres', 'verifyObject', 'drillRestore', 'mirrorBucket', 'pruneCheck', 'restoreBackup'],
   etcd: ['uploadEtcd'],
   // serve enqueues jobs, upserts schedulers and serves HTTP: it never calls the Kubernetes API.
   serve: [],

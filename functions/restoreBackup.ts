@@ -1,0 +1,88 @@
+import { z } from 'zod';
+import { listBackups } from '../lib/catalog/catalog.js';
+import type { Config } from '../lib/config/schema.js';
+import { requireDataset } from '../lib/datasets.js';
+import { restoreMirrorBackup } from '../lib/mirror/restoreBackup.js';
+import { checkDatabaseName } from '../lib/postgres/dumpallSections.js';
+import { restoreOneDatabase, restoreWholeCluster, RestoreRefusedError, type RestoreSteps } from '../lib/postgres/restoreBackup.js';
+import { LocalRunner } from '../lib/postgres/runner.js';
+import { S3Store } from '../lib/targets/s3.js';
+import { defineFunction } from '../queue/define.js';
+import { PermanentError } from '../queue/errors.js';
+
+type RestoreTarget = NonNullable<Config['server']['ui']['restoreTargets']>[string];
+
+/** One of server.ui.restoreTargets, never a URL from the job: the UI can only restore where the config says. */
+function restoreTarget(config: Config, name: string): RestoreTarget {
+  const targets = config.server.ui.restoreTargets ?? {};
+  const target = targets[name];
+  if (!target) throw new PermanentError(`into: "${name}" is not in server.ui.restoreTargets (known: ${Object.keys(targets).join(', ') || 'none'})`);
+  return target;
+}
+
+/**
+ * What the web UI's restore button runs: a Postgres backup (whole, or one database under a new name)
+ * into a configured PostgreSQL server, or a mirror back into a configured bucket. Never retried: a
+ * restore writes into its destination, and a second attempt on top of a partial one would mix them.
+ */
+export const restoreBackup = defineFunction({
+  name: 'restoreBackup',
+  description: 'Restores one backup into a destination named in server.ui.restoreTargets: a PostgreSQL server, or an S3 bucket for a mirror.',
+  input: z.object({
+    dataset: z.string().min(1),
+    /** A backup id or "latest". */
+    backup: z.string().min(1),
+    /** The name of a server.ui.restoreTargets entry. */
+    into: z.string().min(1),
+    /** Only this database of a pg_dumpall backup... */
+    database: z.string().min(1).optional(),
+    /** ...under this name. */
+    as: z.string().superRefine((name, zctx) => {
+      try {
+        checkDatabaseName(name);
+      } catch (err) {
+        zctx.addIssue({ code: 'custom', message: (err as Error).message });
+      }
+    }).optional(),
+    tick: z.iso.datetime().optional(),
+  }).refine((input) => input.as === undefined || input.database !== undefined, { path: ['as'], message: 'needs database: only one database can be restored under a new name' }),
+  triggers: [],
+  kinds: ['postgres', 'bucket'],
+  retries: { attempts: 1, backoffMs: 0 },
+  concurrency: 1,
+  timeoutMs: 12 * 3600_000,
+
+  async handler(input, ctx) {
+    const dataset = requireDataset(ctx.deps.config, input.dataset);
+    const into = restoreTarget(ctx.deps.config, input.into);
+    const say = (line: string) => ctx.log.info(line);
+
+    if (dataset.kind === 'bucket') {
+      if (into.kind !== 's3') throw new PermanentError(`into: restore target ${input.into} is a ${into.kind} server; a bucket dataset restores into an s3 restore target`);
+      if (input.database !== undefined) throw new PermanentError('database: a bucket dataset has no databases');
+      const destination = ctx.deps.store(into.target, into.bucket) as S3Store;
+      const report = await restoreMirrorBackup(ctx.deps, dataset, { backup: input.backup, destination, destinationName: into.target, toPrefix: '', overwrite: false, dryRun: false }, {
+        say, log: ctx.log, signal: ctx.signal, read: (_what, step) => step(),
+        progress: (done, expected) => ctx.progress({ phase: 'restoring', bytes: done.bytes, objects: done.objects, total: expected?.bytes, totalObjects: expected?.objects }),
+      });
+      if (!report.ok) throw new RestoreRefusedError(`restore of ${dataset.id} into ${into.bucket} on ${into.target} is incomplete: ${report.failed.count} failed, ${report.verification.listing.missing} missing, ${report.verification.sample.mismatches.length} sampled objects differ`);
+      return report;
+    }
+    if (dataset.kind !== 'postgres') throw new PermanentError(`dataset ${dataset.id} is a ${dataset.kind} dataset: restore it with the CLI`);
+    if (into.kind !== 'postgres') throw new PermanentError(`into: restore target ${input.into} is an s3 bucket; a postgres dataset restores into a postgres restore target`);
+
+    const store = ctx.deps.storeFor(dataset);
+    const entries = await listBackups(store, dataset, { signal: ctx.signal });
+    const entry = input.backup === 'latest' ? entries[0] : entries.find((e) => e.id === input.backup);
+    if (!entry) throw new PermanentError(`backup: dataset ${dataset.id} has no backup ${input.backup}`);
+    if (entry.status === 'corrupt') throw new RestoreRefusedError(`backup ${entry.id} of ${dataset.id} failed verification; choose another`);
+    const destination = new LocalRunner({ url: into.url, password: into.password });
+    const steps: RestoreSteps = {
+      say, signal: ctx.signal, read: (_what, step) => step(),
+      progress: (phase, bytes, total) => ctx.progress({ phase, bytes, total }),
+    };
+    const job = { store, entry, destination, force: false };
+    ctx.log.info({ backup: entry.id, into: input.into, database: input.database, as: input.as }, 'restore started');
+    return input.database === undefined ? restoreWholeCluster(job, steps) : restoreOneDatabase(job, { database: input.database, as: input.as, roles: false }, steps);
+  },
+});
