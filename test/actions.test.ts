@@ -26,7 +26,7 @@ function actionsConfig() {
       { id: 'pg', kind: 'postgres', source: { mode: 'direct', url: PG_URL }, target: { name: 'hub', bucket: 'anything' } },
       { id: 'velero', kind: 'velero', target: { name: 'hub', bucket: 'velero' } },
     ],
-    server: { ui: { users } },
+    server: { ui: { users, restoreTargets: { scratch: { kind: 'postgres', url: PG_URL }, 'bucket-copy': { kind: 's3', target: 'hub', bucket: 'restored' } } } },
   });
 }
 
@@ -61,6 +61,19 @@ describe('POST /api/actions/:action and GET /api/jobs (real Redis)', () => {
     }
   });
 
+  it('an operator enqueues a restore into a configured restore target; a viewer gets 403', async () => {
+    const { http, app } = await serve();
+    const payload = { dataset: 'pg', backup: '20261201T020000Z', into: 'scratch', database: 'shop', as: 'shop_restored' };
+    expect((await http.inject({ method: 'POST', url: '/api/actions/restore', headers: viewer, payload })).statusCode).toBe(403);
+    const r = await http.inject({ method: 'POST', url: '/api/actions/restore', headers: operator, payload });
+    expect(r.statusCode, r.body).toBe(202);
+    expect(r.json()).toMatchObject({ action: 'restore', fn: 'restoreBackup', dataset: 'pg', created: true });
+    expect(await app.queues.jobStatus('restoreBackup', r.json().jobId)).toMatchObject({ state: 'waiting', data: { ...payload, tick: r.json().tick } });
+    // Another database in the same minute is another job; the same one again is the same job.
+    const other = await http.inject({ method: 'POST', url: '/api/actions/restore', headers: operator, payload: { ...payload, as: 'shop_other' } });
+    expect(other.json().jobId).not.toBe(r.json().jobId);
+  });
+
   it('a viewer may read a job but not run an action (403); bad input is 400 or 404 naming the field, and nothing is enqueued', async () => {
     const { http, app } = await serve();
     const denied = await http.inject({ method: 'POST', url: '/api/actions/backup', headers: viewer, payload: { dataset: 'pg' } });
@@ -68,7 +81,13 @@ describe('POST /api/actions/:action and GET /api/jobs (real Redis)', () => {
     const cases: Array<[string, unknown, number, string]> = [
       ['/api/actions/backup', { dataset: 'nope' }, 404, 'dataset'],
       ['/api/actions/backup', {}, 400, 'dataset'],
-      ['/api/actions/backup', { dataset: 'pg', extra: 1 }, 400, 'body'],
+      ['/api/actions/backup', { dataset: 'pg', extra: 1 }, 400, 'extra'],
+      ['/api/actions/backup', { dataset: 'pg', into: 'scratch' }, 400, 'into'],
+      ['/api/actions/restore', { dataset: 'pg', into: 'scratch' }, 400, 'backup'],
+      ['/api/actions/restore', { dataset: 'pg', backup: 'latest', into: 'prod' }, 400, 'into'],
+      ['/api/actions/restore', { dataset: 'pg', backup: 'latest', into: 'bucket-copy' }, 400, 'into'],
+      ['/api/actions/restore', { dataset: 'pg', backup: 'latest', into: 'scratch', as: 'shop_copy' }, 400, 'as'],
+      ['/api/actions/restore', { dataset: 'velero', backup: 'latest', into: 'scratch' }, 400, 'dataset'],
       ['/api/actions/restore-everything', { dataset: 'pg' }, 404, 'action'],
       ['/api/actions/backup', { dataset: 'velero' }, 400, 'action'],
     ];
@@ -78,6 +97,7 @@ describe('POST /api/actions/:action and GET /api/jobs (real Redis)', () => {
       expect(r.json().field, url).toBe(field);
     }
     expect(await app.queues.queue('dumpPostgres').getWaitingCount()).toBe(0);
+    expect(await app.queues.queue('restoreBackup').getWaitingCount()).toBe(0);
     const unknown = await http.inject({ method: 'GET', url: '/api/jobs/dumpPostgres/no-such-job', headers: viewer });
     expect(unknown.statusCode).toBe(404);
     expect(unknown.json()).toMatchObject({ field: 'id' });

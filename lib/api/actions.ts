@@ -18,21 +18,64 @@ export interface ActionOptions {
 /** The function a button runs for a dataset of each kind; Velero backs itself up. */
 const BACKUP_FUNCTION: Partial<Record<Dataset['kind'], string>> = { postgres: 'dumpPostgres', bucket: 'mirrorBucket', etcd: 'uploadEtcd' };
 
-const actionBody = z.strictObject({ dataset: z.string().min(1) });
+const datasetField = z.string().min(1);
+/** Each action's body; a field another action takes is refused here too (strict), naming it. */
+const actionBodies = {
+  backup: z.strictObject({ dataset: datasetField }),
+  verify: z.strictObject({ dataset: datasetField, backup: z.string().min(1).optional() }),
+  drill: z.strictObject({ dataset: datasetField, backup: z.string().min(1).optional() }),
+  restore: z.strictObject({ dataset: datasetField, backup: z.string().min(1), into: z.string().min(1), database: z.string().min(1).optional(), as: z.string().min(1).optional() }),
+} as const;
+type ActionName = keyof typeof actionBodies;
+const ACTIONS = Object.keys(actionBodies) as ActionName[];
 
-function planAction(action: string, dataset: Dataset): { fn: string; input: Record<string, unknown> } {
-  if (action === 'backup') {
-    const fn = BACKUP_FUNCTION[dataset.kind];
-    if (!fn) throw new ApiError(400, `dataset ${dataset.id} is a ${dataset.kind} dataset: Velero makes its own backups`, 'action');
-    return { fn, input: { dataset: dataset.id } };
+function parseBody<A extends ActionName>(action: A, body: unknown): z.infer<(typeof actionBodies)[A]> {
+  const parsed = actionBodies[action].safeParse(body ?? {});
+  if (parsed.success) return parsed.data as z.infer<(typeof actionBodies)[A]>;
+  const issue = parsed.error.issues[0]!;
+  const field = issue.code === 'unrecognized_keys' ? issue.keys[0]! : issue.path.join('.') || 'body';
+  throw new ApiError(400, `${field}: ${issue.message}`, field);
+}
+
+/** Where a restore may write: only server.ui.restoreTargets, of the kind the dataset restores into. */
+function checkRestoreTarget(config: Config, dataset: Dataset, into: string): void {
+  const targets = config.server.ui.restoreTargets ?? {};
+  const target = targets[into];
+  if (!target) throw new ApiError(400, `into: "${into}" is not in server.ui.restoreTargets (known: ${Object.keys(targets).join(', ') || 'none: add server.ui.restoreTargets to the config'})`, 'into');
+  const wanted = dataset.kind === 'postgres' ? 'postgres' : dataset.kind === 'bucket' ? 's3' : undefined;
+  if (!wanted) throw new ApiError(400, `dataset ${dataset.id} is a ${dataset.kind} dataset: restore it with the CLI (lifeboat restore ${dataset.id})`, 'dataset');
+  if (target.kind !== wanted) throw new ApiError(400, `into: restore target ${into} is ${target.kind === 's3' ? 'an s3 bucket' : 'a postgres server'}; dataset ${dataset.id} restores into a ${wanted} restore target`, 'into');
+}
+
+function planAction(config: Config, action: string, body: unknown): { dataset: Dataset; fn: string; input: Record<string, unknown> } {
+  if (!ACTIONS.includes(action as ActionName)) throw new ApiError(404, `no action ${JSON.stringify(action)} (known: ${ACTIONS.join(', ')})`, 'action');
+  const name = action as ActionName;
+  const data = parseBody(name, body);
+  const dataset = requireApiDataset(config, data.dataset);
+  switch (name) {
+    case 'backup': {
+      const fn = BACKUP_FUNCTION[dataset.kind];
+      if (!fn) throw new ApiError(400, `dataset ${dataset.id} is a ${dataset.kind} dataset: Velero makes its own backups`, 'action');
+      return { dataset, fn, input: { dataset: dataset.id } };
+    }
+    case 'verify':
+      return { dataset, fn: 'verifyObject', input: { dataset: dataset.id, backup: (data as { backup?: string }).backup ?? 'latest' } };
+    case 'drill': {
+      const backup = (data as { backup?: string }).backup;
+      return { dataset, fn: 'drillRestore', input: { dataset: dataset.id, ...(backup ? { backup } : {}) } };
+    }
+    case 'restore': {
+      const restore = data as z.infer<(typeof actionBodies)['restore']>;
+      checkRestoreTarget(config, dataset, restore.into);
+      if (restore.as !== undefined && restore.database === undefined) throw new ApiError(400, 'as: needs database: only one database can be restored under a new name', 'as');
+      if (dataset.kind !== 'postgres' && restore.database !== undefined) throw new ApiError(400, `database: dataset ${dataset.id} is a ${dataset.kind} dataset and has no databases`, 'database');
+      return { dataset, fn: 'restoreBackup', input: { ...restore } };
+    }
   }
-  if (action === 'verify') return { fn: 'verifyObject', input: { dataset: dataset.id, backup: 'latest' } };
-  if (action === 'drill') return { fn: 'drillRestore', input: { dataset: dataset.id } };
-  throw new ApiError(404, `no action ${JSON.stringify(action)} (known: backup, verify, drill)`, 'action');
 }
 
 /**
- * The web UI's buttons: back up, verify or drill one dataset now, each enqueued as the job of this
+ * The web UI's buttons: back up, verify, drill or restore one dataset now, each enqueued as the job of this
  * minute's tick (a second click in the same minute finds the same job), and the state of a job. Only
  * these need Redis; operators only.
  */
@@ -54,10 +97,7 @@ export const actionRoutes: FastifyPluginAsync<ActionOptions> = async (scope: Fas
   });
 
   scope.post<{ Params: { action: string }; Body: unknown }>('/actions/:action', { preHandler: requireRole('operator') }, async (request, reply) => {
-    const body = actionBody.safeParse(request.body ?? {});
-    if (!body.success) throw new ApiError(400, `body: ${body.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; ')}`, body.error.issues[0]?.path.join('.') || 'body');
-    const dataset = requireApiDataset(config, body.data.dataset);
-    const { fn, input } = planAction(request.params.action, dataset);
+    const { dataset, fn, input } = planAction(config, request.params.action, request.body);
     await reachable();
     const tick = new Date(Math.floor(Date.now() / 60_000) * 60_000).toISOString();
     const { job, created, state } = await queues.enqueueTick(fn, { ...input, tick });
