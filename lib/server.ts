@@ -79,11 +79,31 @@ export async function buildServer({ config, recorder, queues, deps }: ServerOpti
   });
 
   const board = new FastifyAdapter();
-  createBullBoard({ queues: [...queues.queues.values()].map((q) => new BullMQAdapter(q)), serverAdapter: board });
+  const systemFonts = { 'font-sans': SYSTEM_SANS, 'font-mono': SYSTEM_MONO };
+  createBullBoard({
+    queues: [...queues.queues.values()].map((q) => new BullMQAdapter(q)),
+    serverAdapter: board,
+    options: { uiConfig: { boardTitle: 'Lifeboat queues', miscLinks: [{ text: 'Back to Lifeboat', url: '/' }], theme: { light: systemFonts, dark: systemFonts } } },
+  });
   board.setBasePath(BOARD_PATH);
   // Behind the auth installed above (server.board is one of its users now).
-  await app.register(async (scope) => scope.register(board.registerPlugin()), { prefix: BOARD_PATH });
+  await app.register(
+    async (scope) => {
+      // Its page asks Google for its fonts, which an offline LAN never answers: drop the request, use the system's.
+      scope.addHook('onSend', async (_request, reply, payload) => (typeof payload === 'string' && /^text\/html/.test(String(reply.getHeader('content-type'))) ? withoutWebFonts(payload) : payload));
+      await scope.register(board.registerPlugin());
+    },
+    { prefix: BOARD_PATH },
+  );
   return app;
 }
 
 const isCounter = (sample: Sample) => sample.name.endsWith('_total');
+
+const SYSTEM_SANS = 'system-ui, -apple-system, "Segoe UI", Roboto, sans-serif';
+const SYSTEM_MONO = 'ui-monospace, "DejaVu Sans Mono", Menlo, monospace';
+
+/** An HTML page without its stylesheet links to web-font services. */
+export function withoutWebFonts(html: string): string {
+  return html.replace(/<link\b[^>]*\bhref="https:\/\/fonts\.(?:googleapis|gstatic)\.com[^"]*"[^>]*>\s*/g, '');
+}

@@ -132,7 +132,12 @@ describe('no users on loopback: open as before', () => {
   it('serves Bull Board and the actions to everyone, as the anonymous operator, but refuses cross-site POSTs', async () => {
     const { http } = await serve();
     expect((await http.inject({ method: 'GET', url: '/queues/api/queues' })).statusCode).toBe(200);
-    expect((await http.inject({ method: 'GET', url: '/queues', headers: { accept: 'text/html' } })).statusCode).toBe(200);
+    const board = await http.inject({ method: 'GET', url: '/queues', headers: { accept: 'text/html' } });
+    expect(board.statusCode).toBe(200);
+    // Offline-friendly: no web-font request (the page asks Google for IBM Plex as shipped), a link back to the UI.
+    expect(board.body).toContain('static/css/');
+    expect(board.body).not.toMatch(/fonts\.googleapis|fonts\.gstatic/);
+    expect(board.body).toContain('"miscLinks":[{"text":"Back to Lifeboat","url":"/"}]');
     const action = await http.inject({ method: 'POST', url: ACTION });
     expect(action.statusCode).toBe(200);
     expect(action.json()).toEqual({ ok: true, user: { name: 'anonymous', role: 'operator' } });
@@ -221,6 +226,25 @@ describe('with users', () => {
     // A redirect never leaves the site.
     const away = await http.inject({ method: 'POST', url: '/login', payload: { name: 'vic', password: 'viewer-pass', next: '//evil.example/x' } });
     expect(away.headers.location).toBe('/');
+  });
+
+  it('after 10 failed logins from one address, that address gets 429 with Retry-After, even with the right password; others do not', async () => {
+    const { http, logs } = await withUsers();
+    const from = (remoteAddress: string, name: string, password: string, via: 'form' | 'basic') =>
+      via === 'basic'
+        ? http.inject({ method: 'GET', url: '/api/test/whoami', remoteAddress, headers: basic(name, password) })
+        : http.inject({ method: 'POST', url: '/login', remoteAddress, headers: { 'content-type': 'application/x-www-form-urlencoded' }, payload: new URLSearchParams({ name, password }).toString() });
+    for (let i = 0; i < 10; i++) expect((await from('10.0.0.7', 'olga', `guess-${i}`, i % 2 ? 'form' : 'basic')).statusCode).toBe(401);
+    for (const via of ['form', 'basic'] as const) {
+      const refused = await from('10.0.0.7', 'olga', 'operator pass:with colon', via);
+      expect(refused.statusCode, via).toBe(429);
+      expect(Number(refused.headers['retry-after'])).toBeGreaterThan(500);
+      expect(refused.json().error).toMatch(/^too many failed logins from 10\.0\.0\.7; try again in \d+ s$/);
+    }
+    expect((await from('10.0.0.8', 'olga', 'operator pass:with colon', 'basic')).statusCode).toBe(200);
+    expect((await from('10.0.0.8', 'olga', 'operator pass:with colon', 'form')).statusCode).toBe(303);
+    expect(logs.join('')).toContain('login refused: too many failed attempts');
+    expect(logs.join('')).not.toContain('operator pass');
   });
 
   it('refuses a tampered, a foreign, an expired cookie and one whose user is gone or changed role', async () => {

@@ -3,6 +3,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest, preHandlerAsyncHook
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
 import { safeEqual } from './secure.js';
+import { LoginThrottle } from './throttle.js';
 
 /**
  * One auth for everything a person uses: the web UI (/), /api, Bull Board (/queues).
@@ -24,8 +25,10 @@ import { safeEqual } from './secure.js';
  *   protection.
  * - made with basic auth and no session need no token (curl, scripts).
  *
- * Not done yet: no rate limit on /login or on basic auth (a failed attempt is logged with the name);
- * sessions cannot be revoked one by one (change sessionSecret, or restart without one, to end them all).
+ * Guessing: failed logins (the form and basic auth alike) are counted per client address, and after
+ * ten in ten minutes that address gets 429 with Retry-After (LoginThrottle); each failure is logged with
+ * the name. Sessions cannot be revoked one by one (change sessionSecret, or restart without one, to end
+ * them all).
  */
 
 export type Role = 'viewer' | 'operator';
@@ -66,6 +69,8 @@ export interface AuthOptions {
   logger?: Logger;
   /** For tests: the clock the session expiry is checked against. */
   now?: () => number;
+  /** Counts failed logins per client address (default: 10 in 10 minutes). */
+  throttle?: LoginThrottle;
 }
 
 /** A preHandler for action routes: 401 without a user, 403 when the user's role is below `role`. */
@@ -183,6 +188,17 @@ export async function installAuth(app: FastifyInstance, options: AuthOptions): P
   // /login needs no token (there is no session to bind it to yet); the same-site check covers login CSRF.
   const noToken = [...(options.noTokenPrefixes ?? []), LOGIN_PATH];
   const enabled = users.length > 0;
+  const throttle = options.throttle ?? new LoginThrottle();
+  /** 429 while the client has failed too often; no password is compared then. */
+  function throttled(request: FastifyRequest, reply: FastifyReply): FastifyReply | undefined {
+    const wait = throttle.retryAfterSeconds(request.ip);
+    if (wait === 0) return undefined;
+    logger?.warn({ ip: request.ip, retryAfterSeconds: wait }, 'login refused: too many failed attempts');
+    const error = `too many failed logins from ${request.ip}; try again in ${wait} s`;
+    reply.code(429).header('retry-after', String(wait));
+    if (request.method === 'POST' && /\btext\/html\b/i.test(request.headers.accept ?? '')) return reply.type('text/html; charset=utf-8').send(loginPage('/', error));
+    return reply.send({ error });
+  }
 
   app.decorateRequest('user', null);
   app.decorateRequest('authVia', null);
@@ -229,6 +245,8 @@ export async function installAuth(app: FastifyInstance, options: AuthOptions): P
     }
     const header = request.headers.authorization;
     if (header !== undefined && /^basic /i.test(header)) {
+      const refused = throttled(request, reply);
+      if (refused) return refused;
       const decoded = Buffer.from(header.slice(6).trim(), 'base64').toString('utf8');
       const colon = decoded.indexOf(':');
       const name = colon < 0 ? decoded : decoded.slice(0, colon);
@@ -238,6 +256,7 @@ export async function installAuth(app: FastifyInstance, options: AuthOptions): P
         request.authVia = 'basic';
         return;
       }
+      throttle.failed(request.ip);
       if (isOpen) return;
       logger?.warn({ name: name.slice(0, 64), ip: request.ip, path: request.url.split('?')[0] }, 'basic auth failed');
       return refuse(request, reply, WRONG);
@@ -292,8 +311,11 @@ export async function installAuth(app: FastifyInstance, options: AuthOptions): P
       const name = typeof body.name === 'string' ? body.name : '';
       const password = typeof body.password === 'string' ? body.password : '';
       const next = safeNext(body.next);
+      const refused = throttled(request, reply);
+      if (refused) return refused;
       const user = enabled ? check(name, password) : undefined;
       if (!user) {
+        if (enabled) throttle.failed(request.ip);
         logger?.warn({ name: name.slice(0, 64), ip: request.ip }, 'login failed');
         if (/\btext\/html\b/i.test(request.headers.accept ?? '')) return reply.code(401).type('text/html; charset=utf-8').send(loginPage(next, WRONG));
         return reply.code(401).send({ error: WRONG });
