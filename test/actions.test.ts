@@ -1,3 +1,4 @@
+import { Worker } from 'bullmq';
 import type { FastifyInstance } from 'fastify';
 import { afterEach, describe, expect, it } from 'vitest';
 import { MemoryMetricsRecorder } from '../lib/metrics/recorder.js';
@@ -72,6 +73,26 @@ describe('POST /api/actions/:action and GET /api/jobs (real Redis)', () => {
     // Another database in the same minute is another job; the same one again is the same job.
     const other = await http.inject({ method: 'POST', url: '/api/actions/restore', headers: operator, payload: { ...payload, as: 'shop_other' } });
     expect(other.json().jobId).not.toBe(r.json().jobId);
+  });
+
+  it('once this minute\'s job has ended, the same click enqueues a new run instead of showing the old result', async () => {
+    const { http, app } = await serve();
+    const click = async () => (await http.inject({ method: 'POST', url: '/api/actions/verify', headers: operator, payload: { dataset: 'pg' } })).json();
+    const first = await click();
+    // A bare BullMQ worker finishes the job (this test is about the queue, not verifyObject).
+    const connection = app.queues.connection.duplicate();
+    const worker = new Worker('verifyObject', async () => 'checked', { connection, prefix: app.config.redis.prefix });
+    try {
+      await expect.poll(async () => (await app.queues.jobStatus('verifyObject', first.jobId))?.state, { timeout: 10_000 }).toBe('completed');
+    } finally {
+      await worker.close();
+      connection.disconnect();
+    }
+    const second = await click();
+    expect(second).toMatchObject({ created: true, state: 'waiting' });
+    expect(second.jobId).not.toBe(first.jobId);
+    if (second.tick === first.tick) expect(second.jobId).toMatch(new RegExp(`^${first.jobId}-again-\\d+$`));
+    expect(await app.queues.jobStatus('verifyObject', second.jobId)).toMatchObject({ state: 'waiting', data: { dataset: 'pg', backup: 'latest' } });
   });
 
   it('a viewer may read a job but not run an action (403); bad input is 400 or 404 naming the field, and nothing is enqueued', async () => {

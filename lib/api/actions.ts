@@ -76,7 +76,7 @@ function planAction(config: Config, action: string, body: unknown): { dataset: D
 
 /**
  * The web UI's buttons: back up, verify, drill or restore one dataset now, each enqueued as the job of this
- * minute's tick (a second click in the same minute finds the same job), and the state of a job. Only
+ * minute's tick (a second click while it waits or runs finds the same job; once it has ended, a new one), and the state of a job. Only
  * these need Redis; operators only.
  */
 export const actionRoutes: FastifyPluginAsync<ActionOptions> = async (scope: FastifyInstance, { config, queues }) => {
@@ -100,7 +100,13 @@ export const actionRoutes: FastifyPluginAsync<ActionOptions> = async (scope: Fas
     const { dataset, fn, input } = planAction(config, request.params.action, request.body);
     await reachable();
     const tick = new Date(Math.floor(Date.now() / 60_000) * 60_000).toISOString();
-    const { job, created, state } = await queues.enqueueTick(fn, { ...input, tick });
+    let { job, created, state } = await queues.enqueueTick(fn, { ...input, tick });
+    // This minute's job has already ended: the click asks for a new run, not for the old result.
+    if (!created && (state === 'completed' || state === 'failed')) {
+      job = await queues.enqueue(fn, { ...input, tick }, { jobId: `${job.id}-again-${Date.now()}` });
+      created = true;
+      state = await job.getState();
+    }
     return reply.code(202).send({ action: request.params.action, fn, dataset: dataset.id, tick, jobId: job.id, created, state, status: `/api/jobs/${fn}/${encodeURIComponent(job.id ?? '')}` });
   });
 
