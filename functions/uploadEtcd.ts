@@ -7,7 +7,7 @@ import { z } from 'zod';
 import { requireDataset } from '../lib/datasets.js';
 import { inspectSnapshotFile, listLocalSnapshots, type LocalSnapshot } from '../lib/etcd/local.js';
 import { kubeError } from '../lib/kube/client.js';
-import { datasetPrefix, MANIFEST_FILE } from '../lib/catalog/layout.js';
+import { datasetPrefix, MANIFEST_FILE, serverTokenKey } from '../lib/catalog/layout.js';
 import { LIFEBOAT_VERSION, manifestSchema, type Manifest } from '../lib/catalog/manifest.js';
 import type { EtcdDataset } from '../lib/config/schema.js';
 import type { TargetStore } from '../lib/targets/store.js';
@@ -138,7 +138,7 @@ async function uploadToken(ctx: Ctx, dataset: EtcdDataset, store: TargetStore): 
     throw new PermanentError(`dataset ${dataset.id}: cannot read the k3s server token ${dataset.source.tokenFile} (${err.code})`);
   });
   const sha256 = createHash('sha256').update(content).digest('hex');
-  const key = `${dataset.target.prefix}token/${dataset.id}/server-token`;
+  const key = serverTokenKey(dataset);
   const existing = await store.head(key, { signal: ctx.signal });
   if (existing?.metadata['lifeboat-sha256'] === sha256) return 'unchanged';
   await store.put(key, Readable.from([content]), { contentType: 'text/plain', metadata: { 'lifeboat-sha256': sha256 }, signal: ctx.signal });

@@ -9,6 +9,7 @@ import type { MetricsRecorder, Sample } from './metrics/recorder.js';
 import type { Deps } from './plumbing/deps.js';
 import { redisUrlForDisplay, withinTimeout } from './plumbing/redis.js';
 import { installAuth } from './plumbing/auth.js';
+import { ASSET_PATH } from './ui/assets.js';
 import type { QueueSet } from '../queue/queues.js';
 import { registerWebhook } from '../triggers/webhook.js';
 
@@ -34,7 +35,8 @@ export async function buildServer({ config, recorder, queues, deps }: ServerOpti
   const redis = queues.connection;
   const redisUrl = redisUrlForDisplay(config);
   // First, so its hooks cover every route added below (the UI, /api, Bull Board); these stay open.
-  const openRoutes = ['/healthz', '/livez', '/metrics', ...(config.server.webhook.enabled ? [config.server.webhook.path] : [])];
+  // The UI's stylesheet and script too: the login page uses them, and they hold nothing about the backups.
+  const openRoutes = ['/healthz', '/livez', '/metrics', `${ASSET_PATH}:name`, ...(config.server.webhook.enabled ? [config.server.webhook.path] : [])];
   await installAuth(app, { config, openRoutes, noTokenPrefixes: [BOARD_PATH], operatorPrefixes: [BOARD_PATH], logger: deps?.logger });
 
   // Readiness: this process can do its work, which needs Redis. A bounded PING, never a hanging one.
@@ -51,6 +53,7 @@ export async function buildServer({ config, recorder, queues, deps }: ServerOpti
   await registerWebhook(app, { config, queues, recorder });
   await app.register((await import('./api/actions.js')).actionRoutes, { prefix: '/api', config, queues }); // the UI's buttons: jobs, operators only
   await app.register((await import('./api/routes.js')).apiRoutes, { prefix: '/api', config, deps }); // the web UI's read-only JSON API (lib/api/): targets only, never Redis
+  await app.register((await import('./ui/routes.js')).uiRoutes, { config, deps }); // the web UI's pages and assets (lib/ui/): targets only, never Redis
 
   /** The stored state and queue depths from Redis, or, while Redis does not answer, what the targets say. */
   async function metricState(): Promise<{ stored: Sample[]; queueDepths: QueueDepth[]; redisUp: boolean }> {

@@ -41,3 +41,8 @@ export function backupDir(dataset: Pick<Dataset, 'id' | 'target' | 'kind'>, tick
 export function siblingKey(key: string, name: string): string {
   return key.slice(0, key.lastIndexOf('/') + 1) + name;
 }
+
+/** Where uploadEtcd keeps a dataset's k3s server token (one object, replaced when the token changes). */
+export function serverTokenKey(dataset: Pick<Dataset, 'id' | 'target'>): string {
+  return `${dataset.target.prefix}token/${dataset.id}/server-token`;
+}

@@ -93,6 +93,7 @@ export async function runDemo(
     out(backupsTable(entries));
     out('');
     const status = entries.find((e) => e.manifest.artifact.key === result.key)?.status;
+    out(`Web UI:     ${address}/`);
     out(`Bull Board: ${address}${BOARD_PATH}`);
     out(`Metrics:    ${address}/metrics`);
     out(`Catalog:    npx lifeboat backups ls${loaded.source === 'embedded defaults' ? '' : ` -c ${loaded.source}`}`);

@@ -3,6 +3,7 @@ import { link, lstat, mkdir, rename, unlink } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { listBackups } from '../catalog/catalog.js';
+import { serverTokenKey } from '../catalog/layout.js';
 import type { Config, EtcdDataset } from '../config/schema.js';
 import { downloadToFile, fsyncPath, snapshotChecks } from '../etcd/download.js';
 import { parseSnapshotName } from '../etcd/snapshot.js';
@@ -25,10 +26,6 @@ export interface RestoreEtcdOptions {
 }
 
 
-/** The key uploadEtcd writes the k3s server token to. */
-export function serverTokenKey(dataset: Pick<EtcdDataset, 'id' | 'target'>): string {
-  return `${dataset.target.prefix}token/${dataset.id}/server-token`;
-}
 
 /**
  * What `lifeboat restore` runs for a dataset of any kind: etcd restores into `--to-dir`, postgres into

@@ -163,8 +163,10 @@ const escapeHtml = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt
 
 function loginPage(next: string, message?: string): string {
   return `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Lifeboat: log in</title><meta name="viewport" content="width=device-width"></head>
-<body><main><h1>Lifeboat</h1>${message ? `<p role="alert">${escapeHtml(message)}</p>` : ''}
+<html lang="en"><head><meta charset="utf-8"><title>Lifeboat: log in</title><meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="stylesheet" href="/ui/assets/style.css"></head>
+<body><header class="top"><span class="brand">Lifeboat</span></header>
+<main class="login"><h1>Log in</h1>${message ? `<p class="problem" role="alert">${escapeHtml(message)}</p>` : ''}
 <form method="post" action="${LOGIN_PATH}">
 <input type="hidden" name="next" value="${escapeHtml(next)}">
 <label>Name <input name="name" autocomplete="username" required autofocus></label>
