@@ -17,12 +17,13 @@ import { openApp, openLocal, type App } from '../lib/plumbing/app.js';
 import type { Deps } from '../lib/plumbing/deps.js';
 import { CSRF_COOKIE } from '../lib/plumbing/auth.js';
 import { startThrowawayCluster, type ThrowawayCluster } from '../lib/postgres/cluster.js';
+import { MemoryMetricsRecorder } from '../lib/metrics/recorder.js';
 import { buildServer } from '../lib/server.js';
 import { CONTENT_SECURITY_POLICY } from '../lib/ui/routes.js';
 import type { AnyFunction } from '../queue/define.js';
 import { runFunction } from '../queue/runner.js';
 import { etcdctl, startEtcd } from './etcd.js';
-import { closeApps, createBucket, logger, psql, removeBucket, rgwUser, s3Client, s3ClientFor, s3Env, seedDatabases, testConfig } from './helpers.js';
+import { closeApps, createBucket, logger, psql, removeBucket, rgwUser, s3Client, s3ClientFor, s3Env, seedDatabases, testConfig, openWithRedisDown } from './helpers.js';
 
 // The web UI's pages (lib/ui/) on real services: real dumps of a throwaway PostgreSQL to the RGW hub and
 // to a dir target, a real mirror between two RGW users, a real etcd snapshot, verification and a drill
@@ -281,6 +282,26 @@ describe('overview (/)', () => {
     expect(element(page.text, '<div class="target" data-target="down">', 'div')).toContain('could not be read');
     // The others are read as usual.
     expect(element(page.text, '<tr data-dataset="pg"', 'tr')).toContain('data-status="verified"');
+  });
+});
+
+describe('with Redis down', () => {
+  it('the pages still render from the targets; the buttons answer 503 naming Redis', async () => {
+    const down = openWithRedisDown(config);
+    try {
+      const at = await listen(await buildServer({ config: down.config, recorder: new MemoryMetricsRecorder(), queues: down.queues, deps: down.deps }));
+      const started = Date.now();
+      const page = await get(at, '/');
+      expect(page.status).toBe(200);
+      expect(element(page.text, '<tr data-dataset="pg"', 'tr')).toContain('data-status="verified"');
+      expect((await get(at, `/backups/pg/${IDS[2]}`)).status).toBe(200);
+      const action = await fetch(`${at}/api/actions/verify`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ dataset: 'pg' }) });
+      expect(action.status).toBe(503);
+      expect(await action.json()).toMatchObject({ field: 'redis' });
+      expect(Date.now() - started).toBeLessThan(15_000);
+    } finally {
+      await down.close();
+    }
   });
 });
 
