@@ -16,9 +16,7 @@ import { MemoryMetricsRecorder } from '../lib/metrics/recorder.js';
 import { openApp, openLocal, type App } from '../lib/plumbing/app.js';
 import { startThrowawayCluster, type ThrowawayCluster } from '../lib/postgres/cluster.js';
 import { buildServer } from '../lib/server.js';
-import type { AnyFunction } from '../queue/define.js';
-import { runFunction } from '../queue/runner.js';
-import { closeApps, createBucket, logger, removeBucket, rgwUser, s3Client, s3ClientFor, s3Env, seedDatabases, testConfig, openWithRedisDown } from './helpers.js';
+import { closeApps, createBucket, logger, removeBucket, rgwUser, s3Client, s3ClientFor, s3Env, seedDatabases, testConfig, openWithRedisDown , runOnce } from './helpers.js';
 
 // The web UI's read-only JSON API (/api/) on real services: real dumps of a throwaway PostgreSQL, a real
 // mirror between two RGW users, verification and a drill through the functions themselves, then the
@@ -38,15 +36,6 @@ let dirRoot: string;
 let config: Config;
 const apps: App[] = [];
 const servers: FastifyInstance[] = [];
-
-async function run(cfg: Config, fn: AnyFunction, data: unknown): Promise<unknown> {
-  const deps = openLocal(cfg, logger());
-  try {
-    return await runFunction(fn, data, { jobId: 't', attempt: 1, maxAttempts: 1, createdAt: Date.now() }, { deps, emit: async () => {} });
-  } finally {
-    await deps.close();
-  }
-}
 
 const sha256 = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex');
 const readS3Json = async (bucket: string, key: string) => JSON.parse(Buffer.from(await (await hub.send(new GetObjectCommand({ Bucket: bucket, Key: key }))).Body!.transformToByteArray()).toString());
@@ -95,15 +84,15 @@ beforeAll(async () => {
   });
 
   for (const tick of TICKS) {
-    const dump = (await run(config, dumpPostgres, { dataset: 'pg', tick })) as { key: string };
-    await run(config, verifyObject, { dataset: 'pg', key: dump.key });
+    const dump = (await runOnce(config, dumpPostgres, { dataset: 'pg', tick })) as { key: string };
+    await runOnce(config, verifyObject, { dataset: 'pg', key: dump.key });
   }
-  const dirDump = (await run(config, dumpPostgres, { dataset: 'pgdir', tick: TICKS[2] })) as { key: string };
-  await run(config, verifyObject, { dataset: 'pgdir', key: dirDump.key });
+  const dirDump = (await runOnce(config, dumpPostgres, { dataset: 'pgdir', tick: TICKS[2] })) as { key: string };
+  await runOnce(config, verifyObject, { dataset: 'pgdir', key: dirDump.key });
 
   for (let i = 0; i < 5; i++) await source.send(new PutObjectCommand({ Bucket: srcBucket, Key: `img/${i}.jpg`, Body: Buffer.alloc(1000 + i, i) }));
-  const mirrored = (await run(config, mirrorBucket, { dataset: 'photos', tick: TICKS[2] })) as { key: string };
-  await run(config, verifyObject, { dataset: 'photos', key: mirrored.key });
+  const mirrored = (await runOnce(config, mirrorBucket, { dataset: 'photos', tick: TICKS[2] })) as { key: string };
+  await runOnce(config, verifyObject, { dataset: 'photos', key: mirrored.key });
 
   // Capacity history as pruneCheck keeps it: one sample 40 days ago (outside the API's 30), one 5 days ago, then today's run.
   const day = 86400_000;
@@ -111,13 +100,13 @@ beforeAll(async () => {
     target: 'hub',
     samples: [{ at: new Date(Date.now() - 40 * day).toISOString(), usedBytes: 10 }, { at: new Date(Date.now() - 5 * day).toISOString(), usedBytes: 100 }],
   });
-  await run(config, pruneCheck, {}); // before the corruption: retention would prune a corrupt copy
+  await runOnce(config, pruneCheck, {}); // before the corruption: retention would prune a corrupt copy
 
 
   // The newest dump passes a real drill; the middle one is then overwritten on the hub and re-verified: corrupt.
-  await run(config, drillRestore, { dataset: 'pg' });
+  await runOnce(config, drillRestore, { dataset: 'pg' });
   await hub.send(new PutObjectCommand({ Bucket: pgBucket, Key: `pg/${IDS[1]}/pg_dumpall.sql.gz`, Body: Buffer.from('not a dump any more') }));
-  await run(config, verifyObject, { dataset: 'pg', key: `pg/${IDS[1]}/pg_dumpall.sql.gz` }).catch(() => undefined);
+  await runOnce(config, verifyObject, { dataset: 'pg', key: `pg/${IDS[1]}/pg_dumpall.sql.gz` }).catch(() => undefined);
 
   const app = await openApp(config, logger());
   apps.push(app);

@@ -14,7 +14,9 @@ import { allFunctions } from '../functions/index.js';
 import { openLocal } from '../lib/plumbing/app.js';
 import type { Deps } from '../lib/plumbing/deps.js';
 import { createRedis } from '../lib/plumbing/redis.js';
+import type { AnyFunction } from '../queue/define.js';
 import { QueueSet } from '../queue/queues.js';
+import { runFunction } from '../queue/runner.js';
 import { libpqEnv } from '../lib/postgres/connection.js';
 import { capture } from '../lib/postgres/process.js';
 import { createS3Client } from '../lib/targets/s3.js';
@@ -234,4 +236,14 @@ export function openWithRedisDown(config: Config): { config: Config; queues: Que
       await deps.close();
     },
   };
+}
+
+/** One attempt of a function in this process, on targets opened for it and closed after; no fan-out. */
+export async function runOnce(config: Config, fn: AnyFunction, data: unknown): Promise<any> {
+  const deps = openLocal(config, logger());
+  try {
+    return await runFunction(fn, data, { jobId: 't', attempt: 1, maxAttempts: 1, createdAt: Date.now() }, { deps, emit: async () => {} });
+  } finally {
+    await deps.close();
+  }
 }

@@ -6,11 +6,9 @@ import { mirrorBucket } from '../functions/mirrorBucket.js';
 import { restoreBackup } from '../functions/restoreBackup.js';
 import { verifyObject } from '../functions/verifyObject.js';
 import type { Config } from '../lib/config/schema.js';
-import { openApp, openLocal, type App } from '../lib/plumbing/app.js';
+import { openApp, type App } from '../lib/plumbing/app.js';
 import { startThrowawayCluster, type ThrowawayCluster } from '../lib/postgres/cluster.js';
-import type { AnyFunction } from '../queue/define.js';
-import { runFunction } from '../queue/runner.js';
-import { closeApps, createBucket, ITEMS_FINGERPRINT, listKeys, logger, PG_URL, psql, removeBucket, rgwUser, s3Client, s3ClientFor, s3Env, seedDatabases, testConfig, withDatabase } from './helpers.js';
+import { closeApps, createBucket, ITEMS_FINGERPRINT, listKeys, logger, PG_URL, psql, removeBucket, rgwUser, s3Client, s3ClientFor, s3Env, seedDatabases, testConfig, withDatabase , runOnce } from './helpers.js';
 
 // restoreBackup, the web UI's restore, on real services: dumps of a throwaway PostgreSQL and a mirror
 // between two RGW users, restored into the destinations named in server.ui.restoreTargets, once
@@ -26,15 +24,6 @@ let srcBucket: string;
 const restoredBucket = `lb-restored-${randomUUID().slice(0, 8)}`;
 let config: Config;
 const apps: App[] = [];
-
-async function run(cfg: Config, fn: AnyFunction, data: unknown): Promise<any> {
-  const deps = openLocal(cfg, logger());
-  try {
-    return await runFunction(fn, data, { jobId: 't', attempt: 1, maxAttempts: 1, createdAt: Date.now() }, { deps, emit: async () => {} });
-  } finally {
-    await deps.close();
-  }
-}
 
 beforeAll(async () => {
   [source, scratch] = await Promise.all([startThrowawayCluster(), startThrowawayCluster()]);
@@ -59,11 +48,11 @@ beforeAll(async () => {
     server: { ui: { restoreTargets: { scratch: { kind: 'postgres', url: scratch.url }, shared: { kind: 'postgres', url: PG_URL }, 'photos-copy': { kind: 's3', target: 'hub', bucket: restoredBucket } } } },
   });
   for (const tick of ['2026-11-20T02:00:00Z', '2026-11-21T02:00:00Z']) {
-    const dump = await run(config, dumpPostgres, { dataset: 'pg', tick });
-    await run(config, verifyObject, { dataset: 'pg', key: dump.key });
+    const dump = await runOnce(config, dumpPostgres, { dataset: 'pg', tick });
+    await runOnce(config, verifyObject, { dataset: 'pg', key: dump.key });
   }
   for (let i = 0; i < 6; i++) await mirrorSource.send(new PutObjectCommand({ Bucket: srcBucket, Key: `img/${i}.jpg`, Body: Buffer.alloc(2000 + i, i) }));
-  await run(config, mirrorBucket, { dataset: 'photos', tick: '2026-11-21T02:00:00Z' });
+  await runOnce(config, mirrorBucket, { dataset: 'photos', tick: '2026-11-21T02:00:00Z' });
 }, 240_000);
 
 afterAll(async () => {
@@ -106,11 +95,11 @@ describe('restoreBackup (real PostgreSQL, real RGW)', () => {
   it('restores one database under a new name, and refuses a second time without writing (it exists now)', async () => {
     const name = `lb_rb_${randomUUID().slice(0, 8)}`;
     try {
-      const result = await run(config, restoreBackup, { dataset: 'pg', backup: '20261120T020000Z', into: 'shared', database: 'shop', as: name });
+      const result = await runOnce(config, restoreBackup, { dataset: 'pg', backup: '20261120T020000Z', into: 'shared', database: 'shop', as: name });
       expect(result).toMatchObject({ backup: '20261120T020000Z', restored: { database: 'shop', as: name } });
       expect(await psql(withDatabase(PG_URL, name), 'select count(*) from items')).toBe('400');
       await psql(withDatabase(PG_URL, name), 'insert into items (id, label, price) values (100000, $$kept$$, 1)');
-      await expect(run(config, restoreBackup, { dataset: 'pg', backup: '20261120T020000Z', into: 'shared', database: 'shop', as: name })).rejects.toMatchObject({
+      await expect(runOnce(config, restoreBackup, { dataset: 'pg', backup: '20261120T020000Z', into: 'shared', database: 'shop', as: name })).rejects.toMatchObject({
         name: 'RestoreRefusedError', message: expect.stringContaining(`already has database "${name}"`),
       });
       expect(await psql(withDatabase(PG_URL, name), 'select count(*) from items')).toBe('401');
@@ -120,10 +109,10 @@ describe('restoreBackup (real PostgreSQL, real RGW)', () => {
   });
 
   it('a bad request fails for good, naming the field, before anything is read: unknown restore target, wrong kind, unknown backup, as without database', async () => {
-    await expect(run(config, restoreBackup, { dataset: 'pg', backup: 'latest', into: 'prod' })).rejects.toMatchObject({ name: 'PermanentError', message: expect.stringMatching(/^into: "prod" is not in server.ui.restoreTargets \(known: scratch, shared, photos-copy\)/) });
-    await expect(run(config, restoreBackup, { dataset: 'pg', backup: 'latest', into: 'photos-copy' })).rejects.toMatchObject({ message: expect.stringContaining('into: restore target photos-copy is an s3 bucket') });
-    await expect(run(config, restoreBackup, { dataset: 'pg', backup: '20200101T000000Z', into: 'scratch' })).rejects.toMatchObject({ message: 'backup: dataset pg has no backup 20200101T000000Z' });
-    await expect(run(config, restoreBackup, { dataset: 'pg', backup: 'latest', into: 'scratch', as: 'x' })).rejects.toMatchObject({ name: 'InvalidInputError', message: expect.stringContaining('as') });
+    await expect(runOnce(config, restoreBackup, { dataset: 'pg', backup: 'latest', into: 'prod' })).rejects.toMatchObject({ name: 'PermanentError', message: expect.stringMatching(/^into: "prod" is not in server.ui.restoreTargets \(known: scratch, shared, photos-copy\)/) });
+    await expect(runOnce(config, restoreBackup, { dataset: 'pg', backup: 'latest', into: 'photos-copy' })).rejects.toMatchObject({ message: expect.stringContaining('into: restore target photos-copy is an s3 bucket') });
+    await expect(runOnce(config, restoreBackup, { dataset: 'pg', backup: '20200101T000000Z', into: 'scratch' })).rejects.toMatchObject({ message: 'backup: dataset pg has no backup 20200101T000000Z' });
+    await expect(runOnce(config, restoreBackup, { dataset: 'pg', backup: 'latest', into: 'scratch', as: 'x' })).rejects.toMatchObject({ name: 'InvalidInputError', message: expect.stringContaining('as') });
   });
 
   it('refuses a backup that failed verification', async () => {
@@ -131,19 +120,19 @@ describe('restoreBackup (real PostgreSQL, real RGW)', () => {
     const original = Buffer.from(await (await hub.send(new GetObjectCommand({ Bucket: pgBucket, Key: key }))).Body!.transformToByteArray());
     try {
       await hub.send(new PutObjectCommand({ Bucket: pgBucket, Key: key, Body: Buffer.from('rot') }));
-      await run(config, verifyObject, { dataset: 'pg', key }).catch(() => undefined);
-      await expect(run(config, restoreBackup, { dataset: 'pg', backup: '20261120T020000Z', into: 'shared', database: 'notes', as: 'never_made' })).rejects.toMatchObject({
+      await runOnce(config, verifyObject, { dataset: 'pg', key }).catch(() => undefined);
+      await expect(runOnce(config, restoreBackup, { dataset: 'pg', backup: '20261120T020000Z', into: 'shared', database: 'notes', as: 'never_made' })).rejects.toMatchObject({
         name: 'RestoreRefusedError', message: 'backup 20261120T020000Z of pg failed verification; choose another',
       });
       expect(await psql(PG_URL, "select count(*) from pg_database where datname = 'never_made'")).toBe('0');
     } finally {
       await hub.send(new PutObjectCommand({ Bucket: pgBucket, Key: key, Body: original }));
-      await run(config, verifyObject, { dataset: 'pg', key });
+      await runOnce(config, verifyObject, { dataset: 'pg', key });
     }
   });
 
   it('restores a mirror into the bucket of an s3 restore target, creating it, every object equal', async () => {
-    const report = await run(config, restoreBackup, { dataset: 'photos', backup: 'latest', into: 'photos-copy' });
+    const report = await runOnce(config, restoreBackup, { dataset: 'photos', backup: 'latest', into: 'photos-copy' });
     expect(report).toMatchObject({ ok: true, to: { target: 'hub', bucket: restoredBucket, createdBucket: true }, copied: { count: 6 } });
     expect((await listKeys(hub, restoredBucket)).sort()).toEqual([0, 1, 2, 3, 4, 5].map((i) => `img/${i}.jpg`));
     const body = Buffer.from(await (await hub.send(new GetObjectCommand({ Bucket: restoredBucket, Key: 'img/5.jpg' }))).Body!.transformToByteArray());

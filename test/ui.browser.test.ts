@@ -13,10 +13,8 @@ import type { Config } from '../lib/config/schema.js';
 import { openApp, openLocal, type App } from '../lib/plumbing/app.js';
 import { startThrowawayCluster, type ThrowawayCluster } from '../lib/postgres/cluster.js';
 import { buildServer } from '../lib/server.js';
-import type { AnyFunction } from '../queue/define.js';
-import { runFunction } from '../queue/runner.js';
 import { DESKTOP, launchChromium, openPage, overflowsHorizontally, PHONE, screenshot } from './browser.js';
-import { closeApps, createBucket, ITEMS_FINGERPRINT, logger, psql, removeBucket, rgwUser, s3Client, s3ClientFor, s3Env, seedDatabases, testConfig, withDatabase } from './helpers.js';
+import { closeApps, createBucket, ITEMS_FINGERPRINT, logger, psql, removeBucket, rgwUser, s3Client, s3ClientFor, s3Env, seedDatabases, testConfig, withDatabase , runOnce } from './helpers.js';
 
 // The web UI in Debian's Chromium (playwright-core), on real services: a throwaway PostgreSQL dumped to
 // real RGW and to a dir target, a real mirror, and `serve` with real BullMQ workers on real Redis, so
@@ -39,15 +37,6 @@ let server: FastifyInstance;
 let base: string;
 let browser: Browser;
 const apps: App[] = [];
-
-async function run(fn: AnyFunction, data: unknown): Promise<any> {
-  const deps = openLocal(config, logger());
-  try {
-    return await runFunction(fn, data, { jobId: 't', attempt: 1, maxAttempts: 1, createdAt: Date.now() }, { deps, emit: async () => {} });
-  } finally {
-    await deps.close();
-  }
-}
 
 const sha256 = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex');
 const readHub = async (bucket: string, key: string) => Buffer.from(await (await hub.send(new GetObjectCommand({ Bucket: bucket, Key: key }))).Body!.transformToByteArray());
@@ -85,12 +74,12 @@ beforeAll(async () => {
     },
   });
   // The older dump is verified; the newer one is not yet (pending until "verify now").
-  const first = await run(dumpPostgres, { dataset: 'pg', tick: '2026-11-20T02:00:00Z' });
-  await run(verifyObject, { dataset: 'pg', key: first.key });
-  await run(dumpPostgres, { dataset: 'pg', tick: '2026-11-21T02:00:00Z' });
+  const first = await runOnce(config, dumpPostgres, { dataset: 'pg', tick: '2026-11-20T02:00:00Z' });
+  await runOnce(config, verifyObject, { dataset: 'pg', key: first.key });
+  await runOnce(config, dumpPostgres, { dataset: 'pg', tick: '2026-11-21T02:00:00Z' });
   for (let i = 0; i < 4; i++) await mirrorSource.send(new PutObjectCommand({ Bucket: srcBucket, Key: `img/${i}.jpg`, Body: Buffer.alloc(3000 + i, i) }));
-  const mirrored = await run(mirrorBucket, { dataset: 'photos', tick: '2026-11-21T02:00:00Z' });
-  await run(verifyObject, { dataset: 'photos', key: mirrored.key });
+  const mirrored = await runOnce(config, mirrorBucket, { dataset: 'photos', tick: '2026-11-21T02:00:00Z' });
+  await runOnce(config, verifyObject, { dataset: 'photos', key: mirrored.key });
 
   // Ten days of capacity samples as pruneCheck keeps them, growing 12 MiB a day: the panel's chart and forecast.
   const day = 86400_000;

@@ -3,7 +3,7 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { drillRestore } from '../functions/drillRestore.js';
@@ -20,10 +20,8 @@ import { startThrowawayCluster, type ThrowawayCluster } from '../lib/postgres/cl
 import { MemoryMetricsRecorder } from '../lib/metrics/recorder.js';
 import { buildServer } from '../lib/server.js';
 import { CONTENT_SECURITY_POLICY } from '../lib/ui/routes.js';
-import type { AnyFunction } from '../queue/define.js';
-import { runFunction } from '../queue/runner.js';
 import { etcdctl, startEtcd } from './etcd.js';
-import { closeApps, createBucket, logger, psql, removeBucket, rgwUser, s3Client, s3ClientFor, s3Env, seedDatabases, testConfig, openWithRedisDown } from './helpers.js';
+import { closeApps, createBucket, logger, psql, removeBucket, rgwUser, s3Client, s3ClientFor, s3Env, seedDatabases, testConfig, openWithRedisDown , runOnce } from './helpers.js';
 
 // The web UI's pages (lib/ui/) on real services: real dumps of a throwaway PostgreSQL to the RGW hub and
 // to a dir target, a real mirror between two RGW users, a real etcd snapshot, verification and a drill
@@ -61,17 +59,7 @@ let base: string;
 /** A viewer and an operator, no restore destinations, and one dataset on a target that is down. */
 let withUsers: string;
 
-async function run(cfg: Config, fn: AnyFunction, data: unknown): Promise<unknown> {
-  const deps = openLocal(cfg, logger());
-  try {
-    return await runFunction(fn, data, { jobId: 't', attempt: 1, maxAttempts: 1, createdAt: Date.now() }, { deps, emit: async () => {} });
-  } finally {
-    await deps.close();
-  }
-}
-
 const sha256 = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex');
-const readS3 = async (bucket: string, key: string) => Buffer.from(await (await hub.send(new GetObjectCommand({ Bucket: bucket, Key: key }))).Body!.transformToByteArray());
 /** A record as stored on the dataset's target, read past the server. */
 const storedJson = (datasetId: string, key: string) => reader.storeFor(config.datasets.find((d) => d.id === datasetId)!).getJson<any>(key);
 
@@ -166,26 +154,26 @@ beforeAll(async () => {
   });
 
   for (const tick of TICKS) {
-    const dump = (await run(config, dumpPostgres, { dataset: 'pg', tick })) as { key: string };
-    await run(config, verifyObject, { dataset: 'pg', key: dump.key });
+    const dump = (await runOnce(config, dumpPostgres, { dataset: 'pg', tick })) as { key: string };
+    await runOnce(config, verifyObject, { dataset: 'pg', key: dump.key });
   }
-  await run(config, dumpPostgres, { dataset: 'pgdir', tick: TICKS[1] }); // verified by pruneCheck's retention below
+  await runOnce(config, dumpPostgres, { dataset: 'pgdir', tick: TICKS[1] }); // verified by pruneCheck's retention below
   for (let i = 0; i < 5; i++) await source.send(new PutObjectCommand({ Bucket: srcBucket, Key: `img/${i}.jpg`, Body: Buffer.alloc(1000 + i, i) }));
-  const mirrored = (await run(config, mirrorBucket, { dataset: 'photos', tick: TICKS[2] })) as { key: string };
-  await run(config, verifyObject, { dataset: 'photos', key: mirrored.key });
-  await run(config, uploadEtcd, { dataset: 'k3s' });
+  const mirrored = (await runOnce(config, mirrorBucket, { dataset: 'photos', tick: TICKS[2] })) as { key: string };
+  await runOnce(config, verifyObject, { dataset: 'photos', key: mirrored.key });
+  await runOnce(config, uploadEtcd, { dataset: 'k3s' });
 
   // Capacity history as pruneCheck keeps it: one sample 5 days ago, then today's run.
   const seeding = openLocal(config, logger());
   await seeding.storeFor(config.datasets[0]!).putJson('_lifeboat/capacity/hub.json', { target: 'hub', samples: [{ at: new Date(Date.now() - 5 * 86400_000).toISOString(), usedBytes: 100 }] });
   await seeding.close();
-  await run(config, pruneCheck, {}); // before the damage below: retention would prune a corrupt copy
+  await runOnce(config, pruneCheck, {}); // before the damage below: retention would prune a corrupt copy
 
-  await run(config, dumpPostgres, { dataset: 'pgdir', tick: TICKS[2] }); // after pruneCheck and never verified: pending
-  await run(config, drillRestore, { dataset: 'pg' });
+  await runOnce(config, dumpPostgres, { dataset: 'pgdir', tick: TICKS[2] }); // after pruneCheck and never verified: pending
+  await runOnce(config, drillRestore, { dataset: 'pg' });
   // The middle dump is overwritten and re-verified (corrupt); the oldest is overwritten after its check (changed since verified).
   await hub.send(new PutObjectCommand({ Bucket: pgBucket, Key: `pg/${IDS[1]}/pg_dumpall.sql.gz`, Body: Buffer.from('not a dump any more') }));
-  await run(config, verifyObject, { dataset: 'pg', key: `pg/${IDS[1]}/pg_dumpall.sql.gz` }).catch(() => undefined);
+  await runOnce(config, verifyObject, { dataset: 'pg', key: `pg/${IDS[1]}/pg_dumpall.sql.gz` }).catch(() => undefined);
   await hub.send(new PutObjectCommand({ Bucket: pgBucket, Key: `pg/${IDS[0]}/pg_dumpall.sql.gz`, Body: Buffer.from('changed after its check') }));
 
   reader = openLocal(config, logger());
