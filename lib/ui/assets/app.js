@@ -223,7 +223,7 @@
         message = `Restore backup ${backup} of ${dataset} into ${where}: ${created}; the restore stops without changing anything if any of them already exists there.`;
       }
     } else {
-      message = `Restore backup ${backup} of ${dataset} into ${into}: writes the mirrored objects into bucket ${option.dataset.bucket} on target ${option.dataset.target}; existing objects with the same keys are left as they are (the restore does not overwrite).`;
+      message = `Restore backup ${backup} of ${dataset} into ${into}: writes the mirrored objects into bucket ${option.dataset.bucket} on target ${option.dataset.target}; an object already there with the same content is skipped, one changed there after the mirror's copy is kept, an older different one is replaced; objects only at the destination are never deleted.`;
     }
     if (!(await confirmAction(message, 'Restore'))) return;
     await runAction('restore', body, `Restore ${dataset} backup ${backup} into ${into}`);
