@@ -78,7 +78,7 @@ datasets:
     expect(run.stderr + run.stdout).not.toMatch(/inline-secret-value|pw-in-url/);
 
     const good = await lifeboat(['config', 'check'], { env: { LIFEBOAT_CONFIG: configFile } });
-    expect(good).toMatchObject({ code: 0, stdout: expect.stringContaining('ok (1 targets, 1 datasets: notes [postgres])') });
+    expect(good).toMatchObject({ code: 0, stdout: expect.stringContaining('ok (1 target, 1 dataset: notes [postgres])') });
   });
 
   it('has --help everywhere and meaningful exit codes for usage errors', async () => {

@@ -444,7 +444,7 @@ describe('configs pass `lifeboat config check`', () => {
   it.each(['deploy/base/lifeboat.yaml', 'deploy/overlays/example/lifeboat.yaml'])('%s', (file) => {
     const result = check(join(root, file));
     expect(result.status, result.stderr + result.stdout).toBe(0);
-    expect(result.stdout).toMatch(/ok \(1 targets, 4 datasets/);
+    expect(result.stdout).toMatch(/ok \(1 target, 4 datasets/);
   });
 
   it('the one-off restore config in docs/runbooks/restore-bucket.md', () => {

@@ -12,6 +12,7 @@ import { listBackups, type OrphanFolder } from '../catalog/catalog.js';
 import { formatIssues } from '../config/issues.js';
 import { isUnreachable } from '../targets/errors.js';
 import { ConfigError, loadConfig, type LoadedConfig } from '../config/load.js';
+import { plural } from '../text.js';
 import type { Config } from '../config/schema.js';
 import { createLogger } from '../plumbing/logger.js';
 import { buildServer, BOARD_PATH } from '../server.js';
@@ -65,7 +66,7 @@ configCmd
   .description('validate the config; print every problem by its path')
   .action(async () => {
     const { config: cfg, source } = await config();
-    process.stdout.write(`${source}: ok (${Object.keys(cfg.targets).length} targets, ${cfg.datasets.length} datasets: ${cfg.datasets.map((d) => `${d.id} [${d.kind}]`).join(', ') || 'none'})\n`);
+    process.stdout.write(`${source}: ok (${plural(Object.keys(cfg.targets).length, 'target')}, ${plural(cfg.datasets.length, 'dataset')}: ${cfg.datasets.map((d) => `${d.id} [${d.kind}]`).join(', ') || 'none'})\n`);
   });
 
 program

@@ -1,9 +1,11 @@
 import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
+import { plural } from '../text.js';
 import { embeddedDefaults } from './defaults.js';
 import { formatIssues } from './issues.js';
 import { configSchema, crossReferenceIssues, type Config } from './schema.js';
+import { describeYamlError } from './yamlError.js';
 
 export const DEFAULT_CONFIG_FILE = 'lifeboat.yaml';
 
@@ -13,7 +15,8 @@ export class ConfigError extends Error {
     readonly source: string,
     readonly problems: string[],
   ) {
-    super(`${source}: ${problems.length} problem${problems.length === 1 ? '' : 's'}\n${problems.map((p) => `  ${p}`).join('\n')}`);
+    // A problem may span lines (a YAML excerpt): all of it stays indented under the source.
+    super(`${source}: ${plural(problems.length, 'problem')}\n${problems.map((p) => `  ${p.replaceAll('\n', '\n  ')}`).join('\n')}`);
   }
 }
 
@@ -47,15 +50,16 @@ export async function loadConfig(options: LoadOptions = {}): Promise<LoadedConfi
   }
   const doc = parseDocument(text, { prettyErrors: true });
   if (doc.errors.length > 0) {
-    throw new ConfigError(file, doc.errors.map((e) => `YAML: ${e.message.split('\n')[0]}`));
+    throw new ConfigError(file, doc.errors.map((e) => describeYamlError(file, text, e)));
   }
   return { config: parseConfig(doc.toJS() ?? {}, file, { env, baseDir: dirname(file) }), source: file };
 }
 
 /** Validates a raw config object. Relative `dir` target paths resolve against baseDir. */
 export function parseConfig(raw: unknown, source: string, options: { env?: NodeJS.ProcessEnv; baseDir?: string } = {}): Config {
-  const result = configSchema(options.env).safeParse(raw);
-  const problems = [...(result.success ? [] : formatIssues(result.error)), ...crossReferenceIssues(raw)];
+  const schema = configSchema(options.env);
+  const result = schema.safeParse(raw);
+  const problems = [...(result.success ? [] : formatIssues(result.error, { schema, input: raw })), ...crossReferenceIssues(raw)];
   if (!result.success || problems.length > 0) throw new ConfigError(source, problems);
   const config = result.data;
   const baseDir = options.baseDir ?? process.cwd();
