@@ -4,6 +4,7 @@ import { requireDataset } from '../lib/datasets.js';
 import { backupDir, MANIFEST_FILE } from '../lib/catalog/layout.js';
 import { LIFEBOAT_VERSION, type Manifest } from '../lib/catalog/manifest.js';
 import type { BucketDataset } from '../lib/config/schema.js';
+import { backupSizeBytes } from '../lib/metrics/backupSize.js';
 import { checkBucket, mirrorBucket as mirror, type DeletionGuard, type PlannedAction } from '../lib/mirror/mirror.js';
 import { S3Store } from '../lib/targets/s3.js';
 import { cronPerDataset, defineFunction } from '../queue/define.js';
@@ -109,7 +110,7 @@ export const mirrorBucket = defineFunction({
     }
     await ctx.emit('backup.uploaded', {
       dataset: dataset.id, kind: dataset.kind, target: destination.target, bucket: destination.bucket, key, manifestKey: `${dir}${MANIFEST_FILE}`,
-      etag: stored.etag, size: stored.size, dataBytes: result.verification.listing.destination.bytes, sha256: stored.sha256, startedAt: report.startedAt, finishedAt: report.finishedAt,
+      etag: stored.etag, size: stored.size, dataBytes: backupSizeBytes(manifest), sha256: stored.sha256, startedAt: report.startedAt, finishedAt: report.finishedAt,
     });
     return { key, copied: result.copied, skipped: result.skipped, deleted: result.deleted, heads: result.heads, source: result.source };
   },

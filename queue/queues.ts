@@ -63,6 +63,15 @@ export interface TickEnqueued {
 const CLAIM = `if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 return redis.call('HSETNX', KEYS[1], 'lifeboatEnqueuedBy', ARGV[1])`;
 
+// A scheduler's next run is the job `repeat:<scheduler id>:<its next millis>` (the score in the repeat
+// set): counted while it is delayed. A scheduler's earlier run retrying after a backoff is not it.
+const SCHEDULED_NEXT_RUNS = `local schedulers = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+local n = 0
+for i = 1, #schedulers, 2 do
+  if redis.call('ZSCORE', KEYS[2], 'repeat:' .. schedulers[i] .. ':' .. schedulers[i + 1]) then n = n + 1 end
+end
+return n`;
+
 /** One BullMQ queue per function, named after it. */
 export class QueueSet {
   readonly queues = new Map<string, Queue>();
@@ -157,12 +166,19 @@ export class QueueSet {
     }
   }
 
+  /**
+   * Jobs per queue and state. A job scheduler keeps its next run as a delayed job, so BullMQ's `delayed`
+   * counts every schedule as work to do; here `scheduled` is those next runs and `delayed` the rest
+   * (retry backoffs, jobs added with a delay).
+   */
   async depths(): Promise<QueueDepth[]> {
     return Promise.all(
-      [...this.queues].map(async ([fn, queue]) => ({
-        fn,
-        counts: await queue.getJobCounts('waiting', 'active', 'delayed', 'failed', 'prioritized', 'waiting-children'),
-      })),
+      [...this.queues].map(async ([fn, queue]) => {
+        const counts = await queue.getJobCounts('waiting', 'active', 'delayed', 'failed', 'prioritized', 'waiting-children');
+        const scheduled = Number(await this.connection.eval(SCHEDULED_NEXT_RUNS, 2, queue.toKey('repeat'), queue.toKey('delayed')));
+        // Read apart from the counts: a run that became due in between must not make delayed negative.
+        return { fn, counts: { ...counts, delayed: Math.max(0, (counts.delayed ?? 0) - scheduled), scheduled } };
+      }),
     );
   }
 

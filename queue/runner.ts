@@ -70,13 +70,15 @@ function progressReporter(sink: RunContext['onProgress'], log: Ctx['log']): { re
   };
 }
 
-/** Counts a job that failed for good: lifeboat_job_failures_total{fn} and, for a dataset's job, its last-failure time. */
+/**
+ * Counts a job that failed for good: lifeboat_job_failures_total{fn} and, for a job of a configured
+ * dataset, its last-failure time. A dataset this config lacks is counted under the function only.
+ */
 export async function recordFinalFailure(fn: AnyFunction, data: unknown, deps: Deps): Promise<void> {
   const parsed = fn.input.safeParse(data);
-  const dataset = parsed.success ? (parsed.data as { dataset?: unknown }).dataset : undefined;
-  const id = typeof dataset === 'string' ? dataset : undefined;
-  const kind = id ? deps.config.datasets.find((d) => d.id === id)?.kind : undefined;
-  await deps.metrics.jobFailed(fn.name, id, kind, deps.clock());
+  const id = parsed.success ? (parsed.data as { dataset?: unknown }).dataset : undefined;
+  const dataset = deps.config.datasets.find((d) => d.id === id);
+  await deps.metrics.jobFailed(fn.name, dataset && { id: dataset.id, kind: dataset.kind }, deps.clock());
 }
 
 /** The tick a run belongs to: an explicit `tick` in the payload, else the scheduler's slot, else creation time. */

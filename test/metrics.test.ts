@@ -2,6 +2,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { openApp, type App } from '../lib/plumbing/app.js';
 import { buildServer } from '../lib/server.js';
 import { allFunctions } from '../functions/index.js';
+import { dumpPostgres } from '../functions/dumpPostgres.js';
+import { runFunction } from '../queue/runner.js';
+import { syncSchedulers } from '../triggers/cron.js';
 import { closeApps, logger, testConfig } from './helpers.js';
 
 // Real Redis: metric state must outlive the process that recorded it.
@@ -27,7 +30,7 @@ describe('/metrics', () => {
     const first = await open(prefix);
     await first.app.emit('backup.uploaded', uploaded('2026-11-26T02:00:00Z', 1234));
     await first.app.emit('backup.corrupt', { dataset: 'main', kind: 'postgres', key: 'k', checkedAt: '2026-11-26T02:01:00Z', reason: 'sha256' });
-    await first.app.deps.metrics.jobFailed('dumpPostgres', 'main', 'postgres', new Date('2026-11-26T03:00:00Z'));
+    await first.app.deps.metrics.jobFailed('dumpPostgres', { id: 'main', kind: 'postgres' }, new Date('2026-11-26T03:00:00Z'));
     const before = (await first.http.inject({ method: 'GET', url: '/metrics' })).body;
     await first.http.close();
     await first.app.close();
@@ -72,6 +75,30 @@ describe('/metrics', () => {
     const body = (await http.inject({ method: 'GET', url: '/metrics' })).body;
     expect(body).toContain('lifeboat_queue_jobs{fn="dumpPostgres",state="waiting"} 2');
     expect(body).toContain('lifeboat_queue_jobs{fn="verifyObject",state="waiting"} 0');
+  });
+
+  it("counts the job schedulers' next runs as scheduled, not delayed", async () => {
+    const { app, http, config } = await open(`lbtest-metrics-scheduled-${Date.now()}`);
+    const { upserted } = await syncSchedulers(allFunctions, config, app.queues, logger());
+    expect(upserted.length).toBeGreaterThan(0);
+    await app.queues.queue('verifyObject').add('verifyObject', { dataset: 'main' }, { delay: 3600_000 });
+    const body = (await http.inject({ method: 'GET', url: '/metrics' })).body;
+    for (const fn of new Set(upserted.map((u) => u.fn))) {
+      expect(body).toContain(`lifeboat_queue_jobs{fn="${fn}",state="scheduled"} ${upserted.filter((u) => u.fn === fn).length}`);
+    }
+    expect(body).toContain('lifeboat_queue_jobs{fn="verifyObject",state="delayed"} 1');
+    expect(body).toContain('lifeboat_queue_jobs{fn="pruneCheck",state="delayed"} 0');
+  });
+
+  it('a job naming a dataset this worker does not know says to reload, and counts under its function only', async () => {
+    const { app, http } = await open(`lbtest-metrics-unknown-${Date.now()}`);
+    const run = runFunction(dumpPostgres, { dataset: 'nas-pg' }, { jobId: 't', attempt: 1, maxAttempts: 3, createdAt: Date.now() }, { deps: app.deps, emit: app.emit });
+    await expect(run).rejects.toMatchObject({
+      name: 'PermanentError',
+      message: `dataset "nas-pg" is not in this worker's config (known: main); if it was added since the worker started, reload it (SIGHUP) or restart the worker`,
+    });
+    expect(await app.recorder.samples()).toEqual([{ name: 'lifeboat_job_failures_total', labels: { fn: 'dumpPostgres' }, value: 1 }]);
+    expect((await http.inject({ method: 'GET', url: '/metrics' })).body).toContain('lifeboat_job_failures_total{fn="dumpPostgres"} 1');
   });
 });
 

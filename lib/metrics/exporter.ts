@@ -5,7 +5,7 @@ import type { Sample } from './recorder.js';
 const HELP: Record<string, string> = {
   lifeboat_backup_last_success_timestamp_seconds: 'Unix time the newest complete backup of the dataset finished.',
   lifeboat_backup_last_failure_timestamp_seconds: 'Unix time a job for the dataset last failed for good (retries exhausted or permanent).',
-  lifeboat_backup_size_bytes: 'Size of the newest backup artifact as stored.',
+  lifeboat_backup_size_bytes: 'Size of the newest backup artifact as stored; for a mirror, whose artifact is its report, the bytes it mirrored.',
   lifeboat_backup_duration_seconds: 'Duration of the newest backup.',
   lifeboat_verify_last_success_timestamp_seconds: 'Unix time an artifact of the dataset last passed verification.',
   lifeboat_verify_last_failure_timestamp_seconds: 'Unix time an artifact of the dataset last failed verification.',
@@ -28,6 +28,7 @@ const HELP: Record<string, string> = {
 
 export interface QueueDepth {
   fn: string;
+  /** Jobs per BullMQ state, `delayed` without the job schedulers' next runs, which are `scheduled`. */
   counts: Record<string, number>;
 }
 
@@ -63,7 +64,12 @@ export async function renderMetrics({ stored: all, queueDepths, fromConfig = [],
       for (const s of samples) gauge.set(s.labels, s.value);
     }
   }
-  const depth = new Gauge({ name: 'lifeboat_queue_jobs', help: 'Jobs per function queue and state.', labelNames: ['fn', 'state'], registers: [registry] });
+  const depth = new Gauge({
+    name: 'lifeboat_queue_jobs',
+    help: 'Jobs per function queue and state; scheduled: the job schedulers\' next runs, which delayed does not count.',
+    labelNames: ['fn', 'state'],
+    registers: [registry],
+  });
   for (const { fn, counts } of queueDepths) {
     for (const [state, count] of Object.entries(counts)) depth.set({ fn, state }, count);
   }

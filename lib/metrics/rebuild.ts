@@ -4,6 +4,7 @@ import type { Deps } from '../plumbing/deps.js';
 import { LIFEBOAT_RECORDS } from '../catalog/layout.js';
 import { drillRecordSchema, verifyRecordSchema } from '../catalog/manifest.js';
 import type { EventName, EventPayload } from '../../queue/events.js';
+import { backupSizeBytes } from './backupSize.js';
 import { MemoryMetricsRecorder, type MetricsRecorder, type Sample } from './recorder.js';
 
 export type Replay = { [E in EventName]: { event: E; payload: EventPayload<E> } }[EventName];
@@ -37,7 +38,7 @@ export async function targetEvents(deps: Deps, dataset: Dataset, entries?: Backu
   const good = backups.find((e) => e.status !== 'corrupt');
   if (good) {
     const takenAt = (good.manifest.source as { takenAt?: string }).takenAt;
-    out.push({ event: 'backup.observed', payload: { dataset: dataset.id, kind: dataset.kind, key: good.manifest.artifact.key, finishedAt: takenAt ?? good.manifest.finishedAt, size: good.manifest.artifact.size } });
+    out.push({ event: 'backup.observed', payload: { dataset: dataset.id, kind: dataset.kind, key: good.manifest.artifact.key, finishedAt: takenAt ?? good.manifest.finishedAt, size: backupSizeBytes(good.manifest) } });
   }
   const verified = backups.find((e) => e.status === 'verified');
   if (verified?.verify) out.push({ event: 'backup.verified', payload: { dataset: dataset.id, kind: dataset.kind, key: verified.manifest.artifact.key, size: verified.manifest.artifact.size, checkedAt: verified.verify.checkedAt } });

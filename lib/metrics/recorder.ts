@@ -14,7 +14,11 @@ export interface Sample {
  */
 export interface MetricsRecorder {
   onEvent<E extends EventName>(event: E, payload: EventPayload<E>): Promise<void>;
-  jobFailed(fn: string, dataset: string | undefined, kind: string | undefined, at: Date): Promise<void>;
+  /**
+   * Counts a job that failed for good under its function; a job of a configured dataset also sets that
+   * dataset's last-failure time. A dataset the config does not know gets no series: it has no kind.
+   */
+  jobFailed(fn: string, dataset: { id: string; kind: string } | undefined, at: Date): Promise<void>;
   /** Adds to a counter (name ends in _total). */
   count(name: string, labels: Record<string, string>, by?: number): Promise<void>;
   samples(): Promise<Sample[]>;
@@ -105,10 +109,10 @@ abstract class BaseRecorder implements MetricsRecorder {
     }
   }
 
-  async jobFailed(fn: string, dataset: string | undefined, kind: string | undefined, at: Date): Promise<void> {
+  async jobFailed(fn: string, dataset: { id: string; kind: string } | undefined, at: Date): Promise<void> {
     await this.increment(field('lifeboat_job_failures_total', { fn }), 1);
     if (dataset) {
-      await this.setIfNewer(field('lifeboat_backup_last_failure_timestamp_seconds', { dataset, kind: kind ?? 'unknown', fn }), at.getTime() / 1000, []);
+      await this.setIfNewer(field('lifeboat_backup_last_failure_timestamp_seconds', { dataset: dataset.id, kind: dataset.kind, fn }), at.getTime() / 1000, []);
     }
   }
 
