@@ -58,6 +58,18 @@ describe('/metrics', () => {
     expect(body).toContain('lifeboat_backup_size_bytes{dataset="main",kind="postgres"} 2000');
   });
 
+  it('a failed drill counts once, however often pruneCheck or a rebuild replays it; a later failure counts again', async () => {
+    const { app, http } = await open(`lbtest-metrics-drill-${Date.now()}`);
+    const failed = (finishedAt: string) => ({ dataset: 'main', kind: 'postgres', key: 'k', ok: false, startedAt: '2026-11-29T05:00:00Z', finishedAt, failedChecks: ['rows'] });
+    for (let i = 0; i < 3; i++) await app.emit('drill.completed', failed('2026-11-29T05:10:00Z'));
+    const once = (await http.inject({ method: 'GET', url: '/metrics' })).body;
+    expect(once).toContain('lifeboat_drill_failures_total{dataset="main",kind="postgres"} 1');
+    await app.emit('drill.completed', failed('2026-12-06T05:10:00Z'));
+    const twice = (await http.inject({ method: 'GET', url: '/metrics' })).body;
+    expect(twice).toContain('lifeboat_drill_failures_total{dataset="main",kind="postgres"} 2');
+    expect(twice).toContain('lifeboat_drill_last_failure_timestamp_seconds{dataset="main",kind="postgres"} 1796533800');
+  });
+
   it('does not export state of datasets no longer in the config', async () => {
     const { app, http } = await open(`lbtest-metrics-removed-${Date.now()}`);
     await app.emit('backup.uploaded', { ...uploaded('2026-11-26T02:00:00Z', 10), dataset: 'gone' });

@@ -39,6 +39,14 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 return 1`;
 
+/** A failure counted once per failure: only when its time is newer than the last one counted (a replay is not). */
+const COUNT_IF_NEWER = `
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if current and tonumber(current) >= tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HINCRBYFLOAT', KEYS[1], ARGV[3], 1)
+return 1`;
+
 function field(name: string, labels: Record<string, string>): string {
   return JSON.stringify([name, labels]);
 }
@@ -52,6 +60,8 @@ const REBUILT_MARKER = '_rebuilt_from_targets';
 abstract class BaseRecorder implements MetricsRecorder {
   protected abstract setIfNewer(tsField: string, ts: number, others: Array<[string, number]>): Promise<void>;
   protected abstract increment(field: string, by: number): Promise<void>;
+  /** Sets `tsField` to `ts` and adds 1 to `counter`, only if `ts` is newer than `tsField`. */
+  protected abstract countIfNewer(tsField: string, ts: number, counter: string): Promise<void>;
   protected abstract set(field: string, value: number): Promise<void>;
   protected abstract unset(field: string): Promise<void>;
   protected abstract fieldNames(): Promise<string[]>;
@@ -89,8 +99,8 @@ abstract class BaseRecorder implements MetricsRecorder {
           [field('lifeboat_drill_duration_seconds', labels), (Date.parse(p.finishedAt) - Date.parse(p.startedAt)) / 1000],
         ]);
       } else {
-        await this.increment(field('lifeboat_drill_failures_total', labels), 1);
-        await this.setIfNewer(field('lifeboat_drill_last_failure_timestamp_seconds', labels), seconds(p.finishedAt), []);
+        // pruneCheck and a rebuild replay the newest drill: the same failure must not count again.
+        await this.countIfNewer(field('lifeboat_drill_last_failure_timestamp_seconds', labels), seconds(p.finishedAt), field('lifeboat_drill_failures_total', labels));
       }
     } else if (event === 'capacity.measured') {
       const p = payload as EventPayload<'capacity.measured'>;
@@ -156,6 +166,9 @@ export class RedisMetricsRecorder extends BaseRecorder {
   protected async increment(f: string, by: number): Promise<void> {
     await this.redis.hincrbyfloat(this.key, f, by);
   }
+  protected async countIfNewer(tsField: string, ts: number, counter: string): Promise<void> {
+    await this.redis.eval(COUNT_IF_NEWER, 1, this.key, tsField, String(ts), counter);
+  }
   protected async set(f: string, value: number): Promise<void> {
     await this.redis.hset(this.key, f, String(value));
   }
@@ -184,6 +197,12 @@ export class MemoryMetricsRecorder extends BaseRecorder {
   }
   protected async increment(f: string, by: number): Promise<void> {
     this.state.set(f, String(Number(this.state.get(f) ?? 0) + by));
+  }
+  protected async countIfNewer(tsField: string, ts: number, counter: string): Promise<void> {
+    const current = this.state.get(tsField);
+    if (current !== undefined && Number(current) >= ts) return;
+    this.state.set(tsField, String(ts));
+    await this.increment(counter, 1);
   }
   protected async set(f: string, value: number): Promise<void> {
     this.state.set(f, String(value));
