@@ -7,6 +7,7 @@ import { LIFEBOAT_VERSION, type Manifest } from '../lib/catalog/manifest.js';
 import { databaseStats, isPermanentConnectionFailure, serverInfo, toolVersion } from '../lib/postgres/connection.js';
 import { requireDumpallTrailer } from '../lib/postgres/dumpall.js';
 import { CommandError } from '../lib/postgres/process.js';
+import { progressTap } from '../lib/targets/progress.js';
 import { cronPerDataset, defineFunction } from '../queue/define.js';
 import { PermanentError } from '../queue/errors.js';
 
@@ -61,8 +62,11 @@ export const dumpPostgres = defineFunction({
     const store = ctx.deps.storeFor(dataset);
     ctx.log.info({ key, server: server.version, client: client.text, databases: server.databases.length }, 'dumping');
 
+    // The dump's text weighs about what its tables do on disk: an estimate, so an ETA can be shown.
+    const estimate = Object.values(stats).reduce((sum, s) => sum + s.tableBytes, 0);
+    const counted = progressTap((bytes) => ctx.progress({ phase: 'dumping', bytes, total: Math.max(estimate, bytes) }));
     // pipeline() passes any stage's error to the last stream, so the upload fails and leaves nothing.
-    const dump = pipeline(runner.stream('pg_dumpall', [], { signal: ctx.signal }), requireDumpallTrailer(), () => {});
+    const dump = pipeline(runner.stream('pg_dumpall', [], { signal: ctx.signal }), requireDumpallTrailer(), counted, () => {});
     const body: Readable = gzip ? pipeline(dump, createGzip({ level: dataset.compressionLevel }), () => {}) : dump;
     const contentType = gzip ? 'application/gzip' : 'application/sql';
     const stored = await store.put(key, body, { contentType, metadata: { 'lifeboat-dataset': dataset.id }, signal: ctx.signal, replaceUnfinished: true }).catch((err: unknown) => {

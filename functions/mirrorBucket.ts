@@ -57,6 +57,7 @@ export const mirrorBucket = defineFunction({
         signal: ctx.signal,
         log: ctx.log,
         onAction: input.dryRun ? (a) => plan.length < 1000 && plan.push(a) : undefined,
+        onProgress: ({ compared, copied }) => ctx.progress({ phase: 'mirroring', objects: compared.count, bytes: copied.bytes }),
       },
     );
     if (input.dryRun) {

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Deps } from '../lib/plumbing/deps.js';
-import type { AnyFunction } from './define.js';
+import type { AnyFunction, Progress } from './define.js';
 import { errorMessage, isPermanent } from './errors.js';
 import { eventSchemas } from './events.js';
 import { deliveriesFor } from './fanout.js';
@@ -75,7 +75,7 @@ export async function runInline(
   name: string,
   data: unknown,
   deps: Deps,
-  options: { signal?: AbortSignal; maxBackoffMs?: number; retries?: InlineRetries; onAttemptFailed?: (failure: AttemptFailure) => void } = {},
+  options: { signal?: AbortSignal; maxBackoffMs?: number; retries?: InlineRetries; onAttemptFailed?: (failure: AttemptFailure) => void; onProgress?: (fn: string, progress: Progress) => void } = {},
 ): Promise<InlineResult[]> {
   const root = functions.find((f) => f.name === name);
   if (!root) throw new Error(`unknown function "${name}" (known: ${functions.map((f) => f.name).join(', ')})`);
@@ -104,7 +104,8 @@ export async function runInline(
         job.fn.name,
         (attempt) => {
           attempts = attempt;
-          return runFunction(job.fn, job.data, { jobId: job.jobId, attempt, maxAttempts, createdAt }, { deps, emit, shutdown: options.signal });
+          const onProgress = options.onProgress && ((p: Progress) => options.onProgress!(job.fn.name, p));
+          return runFunction(job.fn, job.data, { jobId: job.jobId, attempt, maxAttempts, createdAt }, { deps, emit, shutdown: options.signal, onProgress });
         },
         {
           attempts: maxAttempts,

@@ -151,12 +151,14 @@ export class QueueSet {
    * Waits until a job completes (its return value) or fails for good (its failure reason, thrown).
    * Polls the job's state: QueueEvents can miss an event that lands while its first read is being set up.
    */
-  async waitFor(name: string, jobId: string, timeoutMs: number): Promise<unknown> {
+  /** Polls the job until it ends; `onProgress` sees its progress (ctx.progress) on every poll while it runs. */
+  async waitFor(name: string, jobId: string, timeoutMs: number, onProgress?: (progress: unknown) => void): Promise<unknown> {
     const deadline = Date.now() + timeoutMs;
     for (let delay = 25; ; delay = Math.min(delay * 2, 500)) {
       const job = await Job.fromId(this.queue(name), jobId);
       if (!job) throw new Error(`job ${jobId} not found in queue ${name}`);
       const state = await job.getState();
+      if (state === 'active' && job.progress && typeof job.progress === 'object') onProgress?.(job.progress);
       // The job may have finished after it was read: read it again for its result.
       const done = state === 'completed' || state === 'failed' ? ((await Job.fromId(this.queue(name), jobId)) ?? job) : job;
       if (state === 'completed') return done.returnvalue;

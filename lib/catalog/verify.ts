@@ -1,3 +1,4 @@
+import { pipeline } from 'node:stream';
 import type { Logger } from 'pino';
 import type { EventName, EventPayload } from '../../queue/events.js';
 import type { Dataset } from '../config/schema.js';
@@ -9,6 +10,8 @@ import { inspectArtifact } from './inspect.js';
 import { MANIFEST_FILE, LIFEBOAT_RECORDS, siblingKey, VERIFY_FILE } from './layout.js';
 import { manifestSchema, VERIFY_HISTORY, verifyRecordSchema, type Check, type VerifyRecord, type VerifyTrigger } from './manifest.js';
 import { ObjectNotFoundError, type TargetStore } from '../targets/store.js';
+import type { Progress } from '../../queue/define.js';
+import { progressTap } from '../targets/progress.js';
 
 /** What a verification needs from the job running it: the verifyObject handler, the scrub, pruneCheck. */
 export interface VerifyScope {
@@ -16,6 +19,8 @@ export interface VerifyScope {
   emit<E extends EventName>(event: E, payload: EventPayload<E>): Promise<void>;
   signal: AbortSignal;
   log: Logger;
+  /** A job's ctx.progress: how far the re-read is. */
+  progress?: (progress: Progress) => void;
 }
 
 /** Where the result for an object Lifeboat did not write goes: under _lifeboat/, never beside the other tool's files. */
@@ -55,7 +60,10 @@ export async function verifyArtifact(scope: VerifyScope, dataset: Dataset, key: 
     const head = await store.head(key, { signal: scope.signal });
     try {
       if (!head) throw new ObjectNotFoundError(store.label, key);
-      const inspection = await inspectArtifact(await store.get(key, { signal: scope.signal }), artifact, scope.signal);
+      let body = await store.get(key, { signal: scope.signal });
+      // Through pipeline(), so a read error reaches the inspection instead of stalling it.
+      if (scope.progress) body = pipeline(body, progressTap((bytes) => scope.progress!({ phase: 'verifying', bytes, total: artifact.size })), () => {});
+      const inspection = await inspectArtifact(body, artifact, scope.signal);
       actual = { size: inspection.size, sha256: inspection.sha256, etag: head.etag.replace(/"/g, ''), lastModified: head.lastModified.toISOString() };
       checks.push({ name: 'size', ok: actual.size === expected.size, detail: `${actual.size} bytes, manifest says ${expected.size}` });
       checks.push({ name: 'sha256', ok: actual.sha256 === expected.sha256, detail: actual.sha256 === expected.sha256 ? 'matches the manifest' : `${actual.sha256} differs from the manifest's ${expected.sha256}` });

@@ -93,19 +93,21 @@ export async function runDemo(
     out(backupsTable(entries));
     out('');
     const status = entries.find((e) => e.manifest.artifact.key === result.key)?.status;
-    out(`Web UI:     ${address}/`);
-    out(`Bull Board: ${address}${BOARD_PATH}`);
-    out(`Metrics:    ${address}/metrics`);
     out(`Catalog:    npx lifeboat backups ls${loaded.source === 'embedded defaults' ? '' : ` -c ${loaded.source}`}`);
     if (status !== 'verified') {
       out(`the newest backup is ${status ?? 'missing'}; see the logs above`);
       await stop();
       return EXIT.failed;
     }
+    // The servers' addresses only when they stay up: a URL nobody answers on is a dead end.
     if (!options.serve) {
+      out(`Web UI, Bull Board and /metrics: run \`npx lifeboat serve${loaded.source === 'embedded defaults' ? '' : ` -c ${loaded.source}`}\` (or this demo on a terminal)`);
       await stop();
       return EXIT.ok;
     }
+    out(`Web UI:     ${address}/`);
+    out(`Bull Board: ${address}${BOARD_PATH}`);
+    out(`Metrics:    ${address}/metrics`);
     out('serving; Ctrl-C to stop');
     options.onSignals(stop);
     return undefined;

@@ -2,7 +2,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import type { Logger } from 'pino';
 import { allFunctions } from '../../functions/index.js';
-import { datasetKindMismatch } from '../../queue/define.js';
+import { datasetKindMismatch, type Progress } from '../../queue/define.js';
 import { INLINE_RETRIES, runInline } from '../../queue/inline.js';
 import { errorMessage } from '../../queue/errors.js';
 import { syncSchedulers } from '../../triggers/cron.js';
@@ -14,7 +14,7 @@ import { isUnreachable } from '../targets/errors.js';
 import { ConfigError, loadConfig, type LoadedConfig } from '../config/load.js';
 import { plural } from '../text.js';
 import type { Config } from '../config/schema.js';
-import { createLogger } from '../plumbing/logger.js';
+import { createLogger, LOG_FORMATS, LOG_LEVELS, setLogDefaults, type LogFormat } from '../plumbing/logger.js';
 import { buildServer, BOARD_PATH } from '../server.js';
 import { runDemo } from './demo.js';
 import { drillCommand } from './drill.js';
@@ -24,13 +24,21 @@ import { checkCommand } from './check.js';
 import { hubInitCommand } from './hubInit.js';
 import { CliError, EXIT, inlineRetries, MAX_ATTEMPTS, parseAttempts, parseConcurrency, parseIsoDateTime, parsePositiveSeconds } from './exit.js';
 import { cliDataset } from './steps.js';
+import { progressPrinter } from './progress.js';
+import { resultLine } from './results.js';
 import { backupsTable } from './format.js';
 
 const program = new Command('lifeboat')
   .description('Backups for homelab and small clusters: Postgres, buckets and etcd to an S3 hub, each copy verified.')
   .option('-c, --config <file>', 'config file (default: $LIFEBOAT_CONFIG, else ./lifeboat.yaml, else embedded defaults)')
+  .addOption(new Option('--log-format <format>', 'logs on stderr: pretty (the default on a terminal) or json (otherwise)').choices(LOG_FORMATS))
+  .addOption(new Option('--log-level <level>', 'trace, debug, info, warn, error, fatal or silent (default: $LOG_LEVEL, else info; some commands are quieter)').choices(LOG_LEVELS))
   .showHelpAfterError()
-  .exitOverride();
+  .exitOverride()
+  .hook('preAction', () => {
+    const { logFormat, logLevel } = program.opts<{ logFormat?: LogFormat; logLevel?: string }>();
+    setLogDefaults({ format: logFormat, level: logLevel });
+  });
 
 async function config(): Promise<LoadedConfig> {
   return loadConfig({ file: program.opts<{ config?: string }>().config });
@@ -144,7 +152,8 @@ program
   .option('--dry-run', 'for functions that support it (mirrorBucket, pruneCheck): print the plan, change nothing')
   .option('--force-delete', 'mirrorBucket with --inline: delete even past the deletion guard (mirror.maxDeletePercent, an empty source)')
   .addOption(new Option('--timeout <seconds>', 'with --wait: give up after this long').default(3600).argParser(parsePositiveSeconds))
-  .action(async (fnName: string, opts: { dataset?: string; tick?: Date; backup?: string; wait?: boolean; inline?: boolean; retries?: number; dryRun?: boolean; forceDelete?: boolean; timeout: number }) => {
+  .option('--json', 'print results as JSON lines (the default when stdout is not a terminal)')
+  .action(async (fnName: string, opts: { dataset?: string; tick?: Date; backup?: string; wait?: boolean; inline?: boolean; retries?: number; dryRun?: boolean; forceDelete?: boolean; timeout: number; json?: boolean }) => {
     // Everything is checked before a job exists or a metric moves: a refusal is exit 2.
     const fn = allFunctions.find((f) => f.name === fnName);
     if (!fn) throw new CliError(`unknown function "${fnName}" (known: ${allFunctions.map((f) => f.name).join(', ')})`, EXIT.usage);
@@ -167,14 +176,18 @@ program
     const valid = fn.input.safeParse(data);
     if (!valid.success) throw new CliError(`invalid input for ${fn.name}: ${formatIssues(valid.error).join('; ')}`, EXIT.usage);
     const log = logger();
+    // Machines get JSON lines; a person at a terminal gets a sentence per run.
+    const json = opts.json === true || !process.stdout.isTTY;
+    const progress = progressPrinter();
 
     if (opts.inline) {
       const deps = openLocal(cfg, log);
       const controller = new AbortController();
       onSignals(async () => controller.abort());
-      const results = await runInline(allFunctions, fn.name, data, deps, { signal: controller.signal, ...inlineRetries(opts.retries) });
+      const results = await runInline(allFunctions, fn.name, data, deps, { signal: controller.signal, ...inlineRetries(opts.retries), onProgress: (name, p) => progress.report(name, p) });
+      progress.end();
       await deps.close();
-      for (const { failure: _, ...r } of results) process.stdout.write(`${JSON.stringify(r)}\n`);
+      for (const { failure: _, ...r } of results) process.stdout.write(`${json ? JSON.stringify(r) : resultLine(r)}\n`);
       process.exitCode = results.every((r) => r.ok) ? EXIT.ok : EXIT.failed;
       return;
     }
@@ -191,16 +204,19 @@ program
           : `job ${jobId} for ${fn.name} ${opts.dataset ?? 'all datasets'} tick ${data.tick} already exists (state: ${state})\n`,
       );
       if (!opts.wait) {
-        process.stdout.write(`${JSON.stringify({ fn: fn.name, jobId, created, state })}\n`);
+        process.stdout.write(json ? `${JSON.stringify({ fn: fn.name, jobId, created, state })}\n` : `job ${jobId}: ${state}; follow it in Bull Board or with --wait\n`);
         return;
       }
+      let outcome: { fn: string; jobId: string; ok: boolean; result?: unknown; error?: string };
       try {
-        const result = await app.queues.waitFor(fn.name, jobId, opts.timeout * 1000);
-        process.stdout.write(`${JSON.stringify({ fn: fn.name, jobId, ok: true, result })}\n`);
+        const result = await app.queues.waitFor(fn.name, jobId, opts.timeout * 1000, (p) => progress.report(fn.name, p as Progress));
+        outcome = { fn: fn.name, jobId, ok: true, result };
       } catch (err) {
-        process.stdout.write(`${JSON.stringify({ fn: fn.name, jobId, ok: false, error: errorMessage(err) })}\n`);
+        outcome = { fn: fn.name, jobId, ok: false, error: errorMessage(err) };
         process.exitCode = EXIT.failed;
       }
+      progress.end();
+      process.stdout.write(`${json ? JSON.stringify(outcome) : resultLine(outcome)}\n`);
     } finally {
       await app.close();
     }

@@ -44,7 +44,9 @@ export function progressLine(label: string, done: { bytes: number; objects?: num
   const objects = done.objects === undefined ? '' : `, ${done.objects}${total?.objects === undefined ? '' : ` of ${total.objects}`} objects`;
   if (!total || total.bytes <= 0) return `${label} ${formatBytes(done.bytes)}${objects}  ${formatBytes(rate)}/s`;
   const percent = Math.min(100, (done.bytes / total.bytes) * 100);
-  const eta = rate > 0 ? Math.max(0, (total.bytes - done.bytes) / rate) : undefined;
+  // Before the first percent (a dump's schema, a slow first byte) the rate says little: no ETA yet.
+  const settled = done.bytes >= total.bytes / 100;
+  const eta = rate > 0 && settled ? Math.max(0, (total.bytes - done.bytes) / rate) : undefined;
   return `${label} ${formatBytes(done.bytes)} of ${formatBytes(total.bytes)} (${percent.toFixed(0)}%)${objects}  ${formatBytes(rate)}/s  ETA ${eta === undefined ? '?' : formatDuration(eta)}`;
 }
 

@@ -29,6 +29,8 @@ export interface MirrorOptions {
   log: Logger;
   /** Called for every planned or performed action (the dry-run plan). */
   onAction?: (action: PlannedAction) => void;
+  /** After every source object compared and every copy: source objects seen so far, and what was copied. */
+  onProgress?: (done: { compared: Tally; copied: Tally }) => void;
 }
 
 export interface PlannedAction {
@@ -181,6 +183,7 @@ export async function mirrorBucket(source: Side, destination: Side, options: Mir
         signal,
       });
       add(result.copied, o.size);
+      options.onProgress?.({ compared: result.source, copied: result.copied });
     } catch (err) {
       if (signal?.aborted || isUnreachable(err)) throw stop(err);
       fail(o.key, err);
@@ -206,6 +209,7 @@ export async function mirrorBucket(source: Side, destination: Side, options: Mir
       continue;
     }
     add(result.source, s.size);
+    options.onProgress?.({ compared: result.source, copied: result.copied });
     sample.offer(s); // every source object equally likely
     if (!d) await copy(s, 'new');
     else if (d.size !== s.size) await copy(s, 'changed');

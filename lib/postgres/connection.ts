@@ -66,6 +66,8 @@ export interface DatabaseStats {
   tables: number;
   /** Estimated live rows: planner statistics, not a count. */
   rowsEstimate: number;
+  /** The tables' size on disk without indexes (pg_table_size): about what their dump text weighs. */
+  tableBytes: number;
 }
 
 /** psql's quoting for an identifier in a \connect line. */
@@ -73,7 +75,7 @@ function quoteIdent(name: string): string {
   return `"${name.replace(/"/g, '""')}"`;
 }
 
-const STATS_SQL = `select count(*), coalesce(sum(greatest(c.reltuples::bigint, coalesce(s.n_live_tup, 0))), 0)
+const STATS_SQL = `select count(*), coalesce(sum(greatest(c.reltuples::bigint, coalesce(s.n_live_tup, 0))), 0), coalesce(sum(pg_table_size(c.oid)), 0)
   from pg_class c join pg_namespace n on n.oid = c.relnamespace
   left join pg_stat_all_tables s on s.relid = c.oid
   where c.relkind in ('r', 'p') and n.nspname not in ('pg_catalog', 'information_schema') and n.nspname not like 'pg_toast%';`;
@@ -83,11 +85,11 @@ export async function databaseStats(runner: PostgresRunner, databases: string[],
   if (databases.length === 0) return {};
   const script = ['\\set ON_ERROR_STOP 1', ...databases.flatMap((db) => [`\\connect ${quoteIdent(db)}`, STATS_SQL])].join('\n') + '\n';
   const out = await runner.run('psql', ['-A', '-t', '-q', '-F', '\t', '-f', '-'], { stdin: script, signal });
-  const rows = out.split('\n').filter((line) => /^\d+\t\d+$/.test(line));
+  const rows = out.split('\n').filter((line) => /^\d+\t\d+\t\d+$/.test(line));
   if (rows.length !== databases.length) throw new Error(`expected statistics for ${databases.length} databases, got ${rows.length}`);
   return Object.fromEntries(databases.map((db, i) => {
-    const [tables, rows_] = rows[i]!.split('\t').map(Number) as [number, number];
-    return [db, { tables, rowsEstimate: rows_ }];
+    const [tables, rows_, tableBytes] = rows[i]!.split('\t').map(Number) as [number, number, number];
+    return [db, { tables, rowsEstimate: rows_, tableBytes }];
   }));
 }
 

@@ -1,8 +1,9 @@
-import { Transform, type Readable, type TransformCallback } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import type { Manifest } from '../catalog/manifest.js';
 import { HashingStream } from '../targets/hash.js';
+import { progressTap } from '../targets/progress.js';
 import type { TargetStore } from '../targets/store.js';
 import { DatabaseSectionCutter, rolesInGlobals, type SectionCutOptions, type SectionCutSummary } from './dumpallSections.js';
 import type { PostgresRunner } from './runner.js';
@@ -25,17 +26,6 @@ export function unexpectedErrors(stderr: string): string[] {
     .filter((line) => /\bERROR:/.test(line))
     .map((line) => line.replace(/^psql:[^:]*:\d+:\s*/, '').trim())
     .filter((line) => !EXPECTED_ERRORS.some((re) => re.test(line)));
-}
-
-function progressTap(onProgress: (bytes: number) => void): Transform {
-  let bytes = 0;
-  return new Transform({
-    transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback) {
-      bytes += chunk.length;
-      onProgress(bytes);
-      callback(null, chunk);
-    },
-  });
 }
 
 /**
