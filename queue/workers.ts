@@ -51,6 +51,9 @@ export class WorkerGroup {
   /** Failure metrics being written; close() waits for them. */
   readonly #recording = new Set<Promise<void>>();
   #closing: Promise<void> | undefined;
+  #graceTimer: NodeJS.Timeout | undefined;
+  /** The workers have stopped: nothing is left to abort. */
+  #closed = false;
 
   constructor(private readonly options: WorkerGroupOptions) {
     this.#locks = options.locks ?? new RedisLocks(options.connection, options.prefix);
@@ -118,16 +121,18 @@ export class WorkerGroup {
 
   /**
    * Stops taking jobs and lets running ones finish; after the grace period (or at once with `force`)
-   * aborts them, so they fail retryably and run again elsewhere.
+   * aborts them, so they fail retryably and run again elsewhere. With `waitForRunning` there is no grace
+   * period (a config reload retires a group so); a later close() without it starts the grace period.
    */
-  close(options: { force?: boolean } = {}): Promise<void> {
+  close(options: { force?: boolean; waitForRunning?: boolean } = {}): Promise<void> {
     if (options.force) this.#shutdown.abort();
+    else if (!options.waitForRunning && !this.#closed) this.#graceTimer ??= setTimeout(() => this.#shutdown.abort(), this.options.shutdownGraceMs);
     this.#closing ??= (async () => {
-      const timer = setTimeout(() => this.#shutdown.abort(), this.options.shutdownGraceMs);
       try {
         await Promise.all(this.workers.map((w) => w.close()));
       } finally {
-        clearTimeout(timer);
+        this.#closed = true;
+        clearTimeout(this.#graceTimer);
       }
       await Promise.all(this.#recording);
     })();

@@ -5,8 +5,7 @@ import { allFunctions } from '../../functions/index.js';
 import { datasetKindMismatch, type Progress } from '../../queue/define.js';
 import { INLINE_RETRIES, runInline } from '../../queue/inline.js';
 import { errorMessage } from '../../queue/errors.js';
-import { syncSchedulers } from '../../triggers/cron.js';
-import { openApp, openLocal, rebuildMissingMetrics, selectFunctions } from '../plumbing/app.js';
+import { openApp, openLocal } from '../plumbing/app.js';
 import { RedisUnavailableError } from '../plumbing/redis.js';
 import { listBackups, type OrphanFolder } from '../catalog/catalog.js';
 import { formatIssues } from '../config/issues.js';
@@ -15,7 +14,8 @@ import { ConfigError, loadConfig, type LoadedConfig } from '../config/load.js';
 import { plural } from '../text.js';
 import type { Config } from '../config/schema.js';
 import { createLogger, LOG_FORMATS, LOG_LEVELS, setLogDefaults, type LogFormat } from '../plumbing/logger.js';
-import { buildServer, BOARD_PATH } from '../server.js';
+import { serveCommand } from './serve.js';
+import { workerCommand } from './worker.js';
 import { runDemo } from './demo.js';
 import { drillCommand } from './drill.js';
 import { parseTargetDatabase, restoreByKind, type RestoreCliOptions } from './restore.js';
@@ -99,42 +99,18 @@ hubCmd
 
 program
   .command('worker')
-  .description('consume the queues of the named functions (default: all)')
+  .description('consume the queues of the named functions (default: all); reloads the config on SIGHUP or when its file changes, letting running jobs finish')
   .option('--functions <names>', `comma-separated, from: ${allFunctions.map((f) => f.name).join(', ')}`)
   .action(async (opts: { functions?: string }) => {
-    const { config: cfg } = await config();
     const names = opts.functions?.split(',').map((s) => s.trim()).filter(Boolean);
-    selectFunctions(allFunctions, names);
-    const log = logger();
-    const app = await openApp(cfg, log);
-    const group = await app.startWorkers(names);
-    log.info({ functions: group.workers.map((w) => w.name) }, 'worker started');
-    onSignals(async (force) => {
-      await group.close({ force });
-      await app.close();
-    });
+    await workerCommand(config, logger(), onSignals, names);
   });
 
 program
   .command('serve')
-  .description('metrics, Bull Board and the job schedulers from the config')
+  .description('metrics, Bull Board and the job schedulers from the config; reloads the config on SIGHUP or when its file changes')
   .action(async () => {
-    const { config: cfg } = await config();
-    const log = logger();
-    const app = await openApp(cfg, log);
-    await syncSchedulers(app.functions, cfg, app.queues, log);
-    // Redis lost its metric state (flushed, replaced): rebuild it from the targets before the first scrape.
-    const events = await rebuildMissingMetrics(app);
-    if (events !== undefined) log.info({ events }, 'metrics rebuilt from the targets');
-    // And again whenever Redis comes back empty while serve runs.
-    app.keepRedisState();
-    const server = await buildServer({ config: cfg, recorder: app.recorder, queues: app.queues, deps: app.deps });
-    const address = await server.listen({ host: cfg.server.host, port: cfg.server.port });
-    log.info({ address, board: `${address}${BOARD_PATH}`, metrics: `${address}/metrics` }, 'serving');
-    onSignals(async () => {
-      await server.close();
-      await app.close();
-    });
+    await serveCommand(config, logger(), onSignals);
   });
 
 const RETRIES_HELP = `attempts in all, 1-${MAX_ATTEMPTS} (default ${INLINE_RETRIES.attempts}, ${INLINE_RETRIES.backoffMs / 1000} s apart)`;
