@@ -120,7 +120,7 @@ datasets:
         await sleep(100);
       }
       const table = await lifeboat(['backups', 'ls', '-c', configFile]);
-      expect(table.stdout).toMatch(/notes\s+20261102T020000Z\s+\S+\s+[\d.]+ KiB\s+verified/);
+      expect(table.stdout).toMatch(/notes\s+20261102T020000Z\s+\d+ (s|min) ago\s+[\d.]+ KiB\s+-\s+verified \d+ (s|min) ago\s+-\s+notes\/20261102T020000Z\/pg_dumpall\.sql\.gz/);
     } finally {
       const exited = new Promise<number | null>((resolve) => worker.on('close', resolve));
       worker.kill('SIGTERM');
@@ -132,7 +132,7 @@ datasets:
   it('demo dumps, verifies by fan-out and prints the catalog; without serving it prints no URL, only how to serve', async () => {
     const run = await lifeboat(['demo', '--no-serve', '-c', configFile]);
     expect(run.code, run.stderr).toBe(0);
-    expect(run.stdout).toMatch(/notes\s+\d{8}T\d{6}Z\s+\S+\s+[\d.]+ KiB\s+verified/);
+    expect(run.stdout).toMatch(/notes\s+\d{8}T\d{6}Z\s+\d+ (s|min) ago\s+[\d.]+ KiB\s+-\s+verified/);
     expect(run.stdout).not.toMatch(/http:\/\//);
     expect(run.stdout).toContain(`Web UI, Bull Board and /metrics: run \`npx lifeboat serve -c ${configFile}\``);
   });

@@ -16,7 +16,7 @@ export interface ActionOptions {
 }
 
 /** The function a button runs for a dataset of each kind; Velero backs itself up. */
-const BACKUP_FUNCTION: Partial<Record<Dataset['kind'], string>> = { postgres: 'dumpPostgres', bucket: 'mirrorBucket', etcd: 'uploadEtcd' };
+export const BACKUP_FUNCTION: Partial<Record<Dataset['kind'], string>> = { postgres: 'dumpPostgres', bucket: 'mirrorBucket', etcd: 'uploadEtcd' };
 
 const datasetField = z.string().min(1);
 /** Each action's body; a field another action takes is refused here too (strict), naming it. */

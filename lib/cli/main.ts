@@ -7,7 +7,6 @@ import { INLINE_RETRIES, runInline } from '../../queue/inline.js';
 import { errorMessage } from '../../queue/errors.js';
 import { openApp, openLocal } from '../plumbing/app.js';
 import { RedisUnavailableError } from '../plumbing/redis.js';
-import { listBackups, type OrphanFolder } from '../catalog/catalog.js';
 import { formatIssues } from '../config/issues.js';
 import { isUnreachable } from '../targets/errors.js';
 import { ConfigError, loadConfig, type LoadedConfig } from '../config/load.js';
@@ -21,12 +20,14 @@ import { drillCommand } from './drill.js';
 import { parseTargetDatabase, restoreByKind, type RestoreCliOptions } from './restore.js';
 import { verifyCommand } from './verify.js';
 import { checkCommand } from './check.js';
+import { statusCommand, STATUS_REDIS_TIMEOUT_MS, STATUS_TARGETS_TIMEOUT_MS } from './status.js';
 import { hubInitCommand } from './hubInit.js';
 import { CliError, EXIT, inlineRetries, MAX_ATTEMPTS, parseAttempts, parseConcurrency, parseIsoDateTime, parsePositiveSeconds } from './exit.js';
 import { cliDataset } from './steps.js';
 import { progressPrinter } from './progress.js';
 import { resultLine } from './results.js';
-import { backupsTable } from './format.js';
+import { backupsLsCommand, parseSince, type BackupsLsOptions } from './backupsLs.js';
+import { apiStatuses } from '../api/schemas.js';
 
 const program = new Command('lifeboat')
   .description('Backups for homelab and small clusters: Postgres, buckets and etcd to an S3 hub, each copy verified.')
@@ -84,6 +85,22 @@ program
   .option('--component <name>', 'only the Kubernetes permissions of this component: worker, etcd or serve (run check in its pod)')
   .action(async (opts: { json?: boolean; component?: string }) => {
     process.exitCode = await checkCommand(config, createLogger({ level: process.env.LOG_LEVEL ?? 'fatal' }), opts);
+  });
+
+program
+  .command('status')
+  .description('one screen from the targets (and Redis when it answers): each dataset\'s newest backup, status, size, last drill, staleness and next run; each target\'s use, capacity and days until full; jobs failed in the last 24 h; the alerts that would fire')
+  .option('--json', 'print one JSON object {generatedAt, datasets, targets, failedJobs, alerts, redis, ok} in the web API\'s shapes')
+  .addHelpText('after', `
+Exit codes: 0 all is well; 1 anything stale, corrupt or failing (any alert, a stale dataset, a job that
+failed for good in the last 24 h, a target that could not be read); 2 a bad config. Redis being down is
+said in one line and fails nothing by itself: the targets are read all the same.
+
+As a cron job or a healthcheck (bounded: Redis ${STATUS_REDIS_TIMEOUT_MS / 1000} s, the targets ${STATUS_TARGETS_TIMEOUT_MS / 1000} s):
+  crontab:      0 * * * *  lifeboat status -c /etc/lifeboat/lifeboat.yaml >/dev/null || <alert someone>
+  healthcheck:  lifeboat status --json  (the exit code is the verdict, the JSON the details)`)
+  .action(async (opts: { json?: boolean }) => {
+    process.exitCode = await statusCommand(await config(), createLogger({ level: process.env.LOG_LEVEL ?? 'fatal' }), opts);
   });
 
 const hubCmd = program.command('hub').description('prepare the S3 hub (or dir target) the datasets write to');
@@ -201,27 +218,13 @@ program
 const backupsCmd = program.command('backups').description('the backup catalog, read from the target alone');
 backupsCmd
   .command('ls')
-  .description('list backups with time, size and verification status (needs no Redis)')
+  .description('list backups: age, size (a mirror: the bytes and objects it mirrored), verification with the last scrub, the last drill; read from the target alone (needs no Redis)')
   .option('--dataset <id>', 'only this dataset')
-  .option('--json', 'one JSON object per line')
-  .action(async (opts: { dataset?: string; json?: boolean }) => {
-    const { config: cfg } = await config();
-    const datasets = opts.dataset ? [cliDataset(cfg, opts.dataset)] : cfg.datasets;
-    const deps = openLocal(cfg, logger());
-    try {
-      const orphans: Array<OrphanFolder & { dataset: string }> = [];
-      const entries = (await Promise.all(datasets.map((d) => listBackups(deps.storeFor(d), d, { onOrphan: (o) => orphans.push({ ...o, dataset: d.id }) })))).flat();
-      if (opts.json) {
-        // The same shape as the web API's backup list (GET /api/datasets/:id/backups), plus the dataset.
-        const { apiBackup } = await import('../api/backups.js');
-        for (const e of entries) {
-          process.stdout.write(`${JSON.stringify({ dataset: e.dataset, ...(await apiBackup(deps.storeFor(datasets.find((d) => d.id === e.dataset)!), e)) })}\n`);
-        }
-        for (const o of orphans) process.stdout.write(`${JSON.stringify({ dataset: o.dataset, id: o.id, status: o.reason === 'no manifest' ? 'incomplete' : 'unreadable', objects: o.keys.length, bytes: o.bytes })}\n`);
-      } else process.stdout.write(entries.length || orphans.length ? `${backupsTable(entries, orphans)}\n` : 'no backups yet\n');
-    } finally {
-      await deps.close();
-    }
+  .option('--since <when>', 'only backups finished since then: a span back from now (36h, 7d, 2w) or an ISO date-time (2026-11-01T00:00:00Z)', (v: string) => parseSince(v))
+  .addOption(new Option('--status <status>', 'only backups with this status').choices(apiStatuses))
+  .option('--json', 'one JSON object per line: the web API\'s backup shape plus the dataset')
+  .action(async (opts: BackupsLsOptions) => {
+    await backupsLsCommand(await config(), logger(), opts);
   });
 
 program

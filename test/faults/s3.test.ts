@@ -283,7 +283,7 @@ describe('a frozen RGW (SIGSTOP, private RGW)', () => {
       }),
     );
     const env = { FAULT_S3_ACCESS_KEY: rgw.accessKeyId, FAULT_S3_SECRET_KEY: rgw.secretAccessKey, LOG_LEVEL: 'error' };
-    expect(await runCli(['backups', 'ls', '-c', configFile], { env })).toMatchObject({ code: 0, stdout: 'no backups yet\n' });
+    expect(await runCli(['backups', 'ls', '-c', configFile], { env })).toMatchObject({ code: 0, stdout: `no backups in target hub (s3 ${rgw.endpoint}), bucket ${privateBucket}, prefix "nightly/" — config: ${configFile}\n` });
     const started = Date.now();
     const run = await withRgwPaused(() => runCli(['backups', 'ls', '-c', configFile], { env }));
     const elapsedMs = Date.now() - started;
