@@ -7,6 +7,7 @@ import { FINAL_RESTORE_PHASES, VeleroApi, type VeleroBackup, type VeleroRestore 
 import { DRILL_LABEL } from '../postgres/scratch.js';
 import { errorMessage, isPermanent, PermanentError } from '../../queue/errors.js';
 import type { Drill, DrillScope } from './types.js';
+import { plural } from '../text.js';
 
 type VeleroDrillSettings = NonNullable<VeleroDataset['drill']['kubernetes']>;
 
@@ -146,10 +147,6 @@ function elapsedMs(restore: VeleroRestore): number | undefined {
   if (!startTimestamp || !completionTimestamp) return undefined;
   const ms = Date.parse(completionTimestamp) - Date.parse(startTimestamp);
   return Number.isFinite(ms) && ms >= 0 ? ms : undefined;
-}
-
-function plural(n: number, word: string): string {
-  return `${n} ${word}${n === 1 ? '' : 's'}`;
 }
 
 function phaseCheck(restore: VeleroRestore): Check {
