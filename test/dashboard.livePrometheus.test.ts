@@ -24,7 +24,7 @@ import { runFunction } from '../queue/runner.js';
 import { syncSchedulers } from '../triggers/cron.js';
 import { etcdctl, startEtcd } from './etcd.js';
 import { closeApps, createBucket, logger, removeBucket, rgwUser, s3Client, s3ClientFor, s3Env, seedDatabases, testConfig } from './helpers.js';
-import { getJson, startPrometheus, type LivePrometheus } from './livePrometheus.js';
+import { getJson, startPrometheus, type LivePrometheus, withoutGrafanaVariables } from './livePrometheus.js';
 
 // Every query of the shipped Grafana dashboard against a real Prometheus scraping `lifeboat serve`, after
 // real work through the serve's own recorder (Redis): a dump of a throwaway PostgreSQL, a mirror between
@@ -66,16 +66,6 @@ let prometheus: LivePrometheus | undefined;
 /** One final attempt in this process, through the serve's recorder and fan-out, as a worker would run it. */
 async function run(fn: AnyFunction, data: Record<string, unknown>): Promise<any> {
   return runFunction(fn, data, { jobId: `${fn.name}-${Date.now()}`, attempt: 1, maxAttempts: 1, createdAt: Date.now() }, { deps: app.deps, emit: app.emit });
-}
-
-/** The dashboard's Grafana variables as Prometheus takes them; an unknown one is an error. */
-function withoutGrafanaVariables(expr: string): string {
-  const values: Record<string, string> = { dataset: '.*', __rate_interval: '5m', __interval: '1m', __range: '1h' };
-  return expr.replace(/\$\{?(\w+)\}?/g, (whole, name: string) => {
-    const value = values[name];
-    if (value === undefined) throw new Error(`unknown Grafana variable ${whole} in ${expr}`);
-    return value;
-  });
 }
 
 /** What a query's series must carry: none for a stat that falls back to `or vector(0)`, else what it groups by. */

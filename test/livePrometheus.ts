@@ -119,3 +119,13 @@ export async function startPrometheus(lifeboatPort: number): Promise<LivePrometh
     stop: close,
   };
 }
+
+/** Replaces the dashboard's Grafana variables with values Prometheus accepts; an unknown one is an error. */
+export function withoutGrafanaVariables(expr: string): string {
+  const values: Record<string, string> = { dataset: '.*', __rate_interval: '5m', __interval: '1m', __range: '1h' };
+  return expr.replace(/\$\{?(\w+)\}?/g, (whole, name: string) => {
+    const value = values[name];
+    if (value === undefined) throw new Error(`unknown Grafana variable ${whole} in ${expr}`);
+    return value;
+  });
+}

@@ -10,7 +10,7 @@ import { parse, stringify } from 'yaml';
 import { openApp, type App } from '../lib/plumbing/app.js';
 import { buildServer } from '../lib/server.js';
 import { closeApps, logger, testConfig } from './helpers.js';
-import { binary, getJson, RULES, startPrometheus, type LivePrometheus } from './livePrometheus.js';
+import { binary, getJson, RULES, startPrometheus, type LivePrometheus, withoutGrafanaVariables } from './livePrometheus.js';
 
 // Prometheus rules, their promtool tests, the Grafana alerts and dashboard, and a live Prometheus that
 // scrapes an in-process `lifeboat serve` and fires alerts from the rule file as shipped.
@@ -108,16 +108,6 @@ function grafanaRules(): GrafanaRule[] {
 
 function dashboardPanels(dashboard: { panels: Panel[] }): Panel[] {
   return dashboard.panels.flatMap((p) => [p, ...(p.panels ?? [])]);
-}
-
-/** Replaces the dashboard's Grafana variables with values Prometheus accepts; an unknown one is an error. */
-function withoutGrafanaVariables(expr: string): string {
-  const values: Record<string, string> = { dataset: '.*', __rate_interval: '5m', __interval: '1m', __range: '1h' };
-  return expr.replace(/\$\{?(\w+)\}?/g, (whole, name: string) => {
-    const value = values[name];
-    if (value === undefined) throw new Error(`unknown Grafana variable ${whole} in ${expr}`);
-    return value;
-  });
 }
 
 /** Runs `promtool check rules` on the expressions as recording rules; fails naming where each came from. */
