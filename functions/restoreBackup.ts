@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { listBackups } from '../lib/catalog/catalog.js';
-import type { Config } from '../lib/config/schema.js';
+import { restoreTargetFor } from '../lib/config/restoreTargets.js';
 import { requireDataset } from '../lib/datasets.js';
 import { restoreMirrorBackup } from '../lib/mirror/restoreBackup.js';
 import { checkDatabaseName } from '../lib/postgres/dumpallSections.js';
@@ -9,16 +9,6 @@ import { LocalRunner } from '../lib/postgres/runner.js';
 import { S3Store } from '../lib/targets/s3.js';
 import { defineFunction } from '../queue/define.js';
 import { PermanentError } from '../queue/errors.js';
-
-type RestoreTarget = NonNullable<Config['server']['ui']['restoreTargets']>[string];
-
-/** One of server.ui.restoreTargets, never a URL from the job: the UI can only restore where the config says. */
-function restoreTarget(config: Config, name: string): RestoreTarget {
-  const targets = config.server.ui.restoreTargets ?? {};
-  const target = targets[name];
-  if (!target) throw new PermanentError(`into: "${name}" is not in server.ui.restoreTargets (known: ${Object.keys(targets).join(', ') || 'none'})`);
-  return target;
-}
 
 /**
  * What the web UI's restore button runs: a Postgres backup (whole, or one database under a new name)
@@ -54,11 +44,13 @@ export const restoreBackup = defineFunction({
 
   async handler(input, ctx) {
     const dataset = requireDataset(ctx.deps.config, input.dataset);
-    const into = restoreTarget(ctx.deps.config, input.into);
+    const found = restoreTargetFor(ctx.deps.config, dataset, input.into);
+    if ('problem' in found) throw new PermanentError(found.problem);
+    const into = found.target;
     const say = (line: string) => ctx.log.info(line);
 
-    if (dataset.kind === 'bucket') {
-      if (into.kind !== 's3') throw new PermanentError(`into: restore target ${input.into} is a ${into.kind} server; a bucket dataset restores into an s3 restore target`);
+    // restoreTargetFor checked that a bucket dataset gets an s3 target, a postgres one a postgres server.
+    if (dataset.kind === 'bucket' && into.kind === 's3') {
       if (input.database !== undefined) throw new PermanentError('database: a bucket dataset has no databases');
       const destination = ctx.deps.store(into.target, into.bucket) as S3Store;
       const report = await restoreMirrorBackup(ctx.deps, dataset, { backup: input.backup, destination, destinationName: into.target, toPrefix: '', overwrite: false, dryRun: false }, {
@@ -68,8 +60,7 @@ export const restoreBackup = defineFunction({
       if (!report.ok) throw new RestoreRefusedError(`restore of ${dataset.id} into ${into.bucket} on ${into.target} is incomplete: ${report.failed.count} failed, ${report.verification.listing.missing} missing, ${report.verification.sample.mismatches.length} sampled objects differ`);
       return report;
     }
-    if (dataset.kind !== 'postgres') throw new PermanentError(`dataset ${dataset.id} is a ${dataset.kind} dataset: restore it with the CLI`);
-    if (into.kind !== 'postgres') throw new PermanentError(`into: restore target ${input.into} is an s3 bucket; a postgres dataset restores into a postgres restore target`);
+    if (dataset.kind !== 'postgres' || into.kind !== 'postgres') throw new PermanentError(`dataset ${dataset.id}: restoreBackup takes postgres and bucket datasets`);
 
     const store = ctx.deps.storeFor(dataset);
     const entries = await listBackups(store, dataset, { signal: ctx.signal });

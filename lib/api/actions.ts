@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { InvalidInputError } from '../../queue/errors.js';
 import type { QueueSet } from '../../queue/queues.js';
 import type { Config, Dataset } from '../config/schema.js';
+import { restoreTargetFor } from '../config/restoreTargets.js';
 import { requireRole } from '../plumbing/auth.js';
 import { redisUrlForDisplay, withinTimeout } from '../plumbing/redis.js';
 import { ApiError, requireApiDataset } from './schemas.js';
@@ -37,16 +38,6 @@ function parseBody<A extends ActionName>(action: A, body: unknown): z.infer<(typ
   throw new ApiError(400, `${field}: ${issue.message}`, field);
 }
 
-/** Where a restore may write: only server.ui.restoreTargets, of the kind the dataset restores into. */
-function checkRestoreTarget(config: Config, dataset: Dataset, into: string): void {
-  const targets = config.server.ui.restoreTargets ?? {};
-  const target = targets[into];
-  if (!target) throw new ApiError(400, `into: "${into}" is not in server.ui.restoreTargets (known: ${Object.keys(targets).join(', ') || 'none: add server.ui.restoreTargets to the config'})`, 'into');
-  const wanted = dataset.kind === 'postgres' ? 'postgres' : dataset.kind === 'bucket' ? 's3' : undefined;
-  if (!wanted) throw new ApiError(400, `dataset ${dataset.id} is a ${dataset.kind} dataset: restore it with the CLI (lifeboat restore ${dataset.id})`, 'dataset');
-  if (target.kind !== wanted) throw new ApiError(400, `into: restore target ${into} is ${target.kind === 's3' ? 'an s3 bucket' : 'a postgres server'}; dataset ${dataset.id} restores into a ${wanted} restore target`, 'into');
-}
-
 function planAction(config: Config, action: string, body: unknown): { dataset: Dataset; fn: string; input: Record<string, unknown> } {
   if (!ACTIONS.includes(action as ActionName)) throw new ApiError(404, `no action ${JSON.stringify(action)} (known: ${ACTIONS.join(', ')})`, 'action');
   const name = action as ActionName;
@@ -66,7 +57,8 @@ function planAction(config: Config, action: string, body: unknown): { dataset: D
     }
     case 'restore': {
       const restore = data as z.infer<(typeof actionBodies)['restore']>;
-      checkRestoreTarget(config, dataset, restore.into);
+      const found = restoreTargetFor(config, dataset, restore.into);
+      if ('problem' in found) throw new ApiError(400, found.problem, found.field);
       if (restore.as !== undefined && restore.database === undefined) throw new ApiError(400, 'as: needs database: only one database can be restored under a new name', 'as');
       if (dataset.kind !== 'postgres' && restore.database !== undefined) throw new ApiError(400, `database: dataset ${dataset.id} is a ${dataset.kind} dataset and has no databases`, 'database');
       return { dataset, fn: 'restoreBackup', input: { ...restore } };
