@@ -8,6 +8,8 @@ import { databaseStats, isPermanentConnectionFailure, serverInfo, toolVersion } 
 import { requireDumpallTrailer } from '../lib/postgres/dumpall.js';
 import { CommandError } from '../lib/postgres/process.js';
 import { progressTap } from '../lib/targets/progress.js';
+import { HashingStream } from '../lib/targets/hash.js';
+import { ageEncrypter, AGE_SUFFIX } from '../lib/crypto/age.js';
 import { cronPerDataset, defineFunction } from '../queue/define.js';
 import { PermanentError } from '../queue/errors.js';
 
@@ -20,7 +22,7 @@ function classify(err: unknown, what: string): unknown {
 
 export const dumpPostgres = defineFunction({
   name: 'dumpPostgres',
-  description: 'Streams pg_dumpall through sha256 and optional gzip to the target, then writes manifest.json beside it.',
+  description: 'Streams pg_dumpall through sha256, optional gzip and optional age encryption to the target, then writes manifest.json beside it.',
   input: z.object({
     dataset: z.string().min(1),
     /** The scheduled tick; keys derive from it. */
@@ -57,8 +59,10 @@ export const dumpPostgres = defineFunction({
     });
 
     const gzip = dataset.compression === 'gzip';
+    // Fails closed: a recipient that does not parse stops the job here, before pg_dumpall starts.
+    const age = dataset.encryption ? ageEncrypter(dataset.encryption.recipients, `dataset ${dataset.id}`) : undefined;
     const dir = backupDir(dataset, ctx.tick);
-    const key = `${dir}pg_dumpall.sql${gzip ? '.gz' : ''}`;
+    const key = `${dir}pg_dumpall.sql${gzip ? '.gz' : ''}${age ? AGE_SUFFIX : ''}`;
     const store = ctx.deps.storeFor(dataset);
     ctx.log.info({ key, server: server.version, client: client.text, databases: server.databases.length }, 'dumping');
 
@@ -66,10 +70,13 @@ export const dumpPostgres = defineFunction({
     const estimate = Object.values(stats).reduce((sum, s) => sum + s.tableBytes, 0);
     const counted = progressTap((bytes) => ctx.progress({ phase: 'dumping', bytes, total: Math.max(estimate, bytes) }));
     // pipeline() passes any stage's error to the last stream, so the upload fails and leaves nothing.
-    const dump = pipeline(runner.stream('pg_dumpall', [], { signal: ctx.signal }), requireDumpallTrailer(), counted, () => {});
-    const body: Readable = gzip ? pipeline(dump, createGzip({ level: dataset.compressionLevel }), () => {}) : dump;
-    const contentType = gzip ? 'application/gzip' : 'application/sql';
-    const stored = await store.put(key, body, { contentType, metadata: { 'lifeboat-dataset': dataset.id }, signal: ctx.signal, replaceUnfinished: true }).catch((err: unknown) => {
+    const plaintext = new HashingStream();
+    const stages: NodeJS.ReadWriteStream[] = [requireDumpallTrailer(), counted, plaintext];
+    if (gzip) stages.push(createGzip({ level: dataset.compressionLevel }));
+    if (age) stages.push(age.stage());
+    const body = pipeline([runner.stream('pg_dumpall', [], { signal: ctx.signal }), ...stages] as unknown as [Readable, ...NodeJS.ReadWriteStream[]], () => {}) as unknown as Readable;
+    const contentType = age ? 'application/octet-stream' : gzip ? 'application/gzip' : 'application/sql';
+    const stored = await store.put(key, body, { contentType, metadata: { 'lifeboat-dataset': dataset.id, ...(age && { 'lifeboat-encryption': 'age' }) }, signal: ctx.signal, replaceUnfinished: true }).catch((err: unknown) => {
       throw classify(err, `pg_dumpall of dataset ${dataset.id} failed`);
     });
 
@@ -79,7 +86,10 @@ export const dumpPostgres = defineFunction({
       dataset: dataset.id,
       kind: dataset.kind,
       tick: ctx.tick.toISOString(),
-      artifact: { key, size: stored.size, sha256: stored.sha256, etag: stored.etag, compression: dataset.compression, contentType, format: 'pg_dumpall' },
+      artifact: {
+        key, size: stored.size, sha256: stored.sha256, etag: stored.etag, compression: dataset.compression, contentType, format: 'pg_dumpall',
+        encryption: age && { ...age.encryption, plaintext: { size: plaintext.bytes, sha256: plaintext.sha256 } },
+      },
       source: {
         mode: source.mode,
         at: runner.label,

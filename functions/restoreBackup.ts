@@ -1,3 +1,4 @@
+import { decrypterFor } from '../lib/crypto/identity.js';
 import { z } from 'zod';
 import { listBackups } from '../lib/catalog/catalog.js';
 import { restoreTargetFor } from '../lib/config/restoreTargets.js';
@@ -72,7 +73,7 @@ export const restoreBackup = defineFunction({
       say, signal: ctx.signal, read: (_what, step) => step(),
       progress: (phase, bytes, total) => ctx.progress({ phase, bytes, total }),
     };
-    const job = { store, entry, destination, force: false };
+    const job = { store, entry, destination, force: false, decrypt: decrypterFor(dataset, entry.manifest, `restore backup ${entry.id}`) };
     ctx.log.info({ backup: entry.id, into: input.into, database: input.database, as: input.as }, 'restore started');
     return input.database === undefined ? restoreWholeCluster(job, steps) : restoreOneDatabase(job, { database: input.database, as: input.as, roles: false }, steps);
   },

@@ -183,10 +183,10 @@ describe('config error messages', () => {
       env,
     );
     expect(found).toEqual([
-      'datasets[0].foo: unknown key (known: id, kind, staleAfterHours, source, target, schedule, compression, compressionLevel, retention, drill)',
+      'datasets[0].foo: unknown key (known: id, kind, staleAfterHours, source, target, schedule, compression, compressionLevel, encryption, replicas, retention, drill)',
       'datasets[1].source.password.fromPodEnvv: unknown key; did you mean "fromPodEnv"?',
       'datasets[2].source.password.fromSecret.keyy: unknown key; did you mean "key"?',
-      'colour: unknown key (known: redis, worker, prune, verify, targets, datasets, server)',
+      'colour: unknown key (known: redis, replication, worker, prune, verify, targets, datasets, server)',
     ]);
   });
 

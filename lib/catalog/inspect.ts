@@ -1,15 +1,19 @@
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { createGunzip } from 'node:zlib';
-import { PassThrough, type Readable } from 'node:stream';
+import { PassThrough, type Duplex, type Readable } from 'node:stream';
+import { DecryptionError } from '../crypto/age.js';
+import { ageHeaderCheck, MAX_HEADER_BYTES } from '../crypto/header.js';
 import { inspectRawSnapshot } from '../etcd/snapshot.js';
-import type { Check } from './manifest.js';
+import type { Check, Manifest } from './manifest.js';
 import { TailBuffer } from '../postgres/process.js';
 import { DUMPALL_TRAILER, TRAILER_WINDOW, hasDumpallTrailer } from '../postgres/dumpall.js';
 
 export interface Inspection {
   size: number;
   sha256: string;
+  /** sha256 of the content after decompression (the same as sha256 when uncompressed); undefined when gzip failed. */
+  contentSha256?: string;
   /** Content checks by format; size and sha256 are compared by the caller. */
   checks: Check[];
 }
@@ -26,10 +30,14 @@ export async function inspectArtifact(stream: Readable, artifact: { compression:
   const checks: Check[] = [];
 
   const gunzip = artifact.compression === 'gzip' ? createGunzip() : undefined;
+  const content = gunzip ? createHash('sha256') : undefined;
   let gzipError: Error | undefined;
   let gunzipDone: Promise<void> = Promise.resolve();
   if (gunzip) {
-    gunzip.on('data', (c: Buffer) => tail.push(c));
+    gunzip.on('data', (c: Buffer) => {
+      tail.push(c);
+      content!.update(c);
+    });
     gunzipDone = new Promise((resolve) => {
       gunzip.on('end', resolve);
       gunzip.on('error', (err) => {
@@ -76,9 +84,56 @@ export async function inspectArtifact(stream: Readable, artifact: { compression:
     feedSnapshot!(null);
     checks.push((await snapshot).check);
   }
-  return { size, sha256: hash.digest('hex'), checks };
+  const sha256 = hash.digest('hex');
+  return { size, sha256, contentSha256: content ? (gzipError ? undefined : content.digest('hex')) : sha256, checks };
 }
 
+type Artifact = Manifest['artifact'];
+
+/**
+ * Reads an age-encrypted artifact once. Without a decrypting stage: the ciphertext's sha256 and size,
+ * and its age header. With one: also decrypts, and runs the format's checks on the plaintext
+ * (gzip, trailer) plus the plaintext's sha256 against the manifest.
+ */
+export async function inspectEncryptedArtifact(stream: Readable, artifact: Artifact & { encryption: NonNullable<Artifact['encryption']> }, decrypt: { stage: () => Duplex } | { unavailable: string }, signal?: AbortSignal): Promise<Inspection> {
+  const hash = createHash('sha256');
+  const head: Buffer[] = [];
+  let size = 0;
+  // The plaintext side runs beside the read: a decryption failure is a finding, and the ciphertext is still read to the end for its sha256.
+  const stage = 'stage' in decrypt ? decrypt.stage() : undefined;
+  let decryptError: unknown;
+  const stopped = stage && new Promise<void>((resolve) => stage.on('error', (err) => resolve(void (decryptError ??= err))));
+  const inner = stage && inspectArtifact(stage, artifact, signal).catch((err: unknown) => void (decryptError ??= err));
+  try {
+    for await (const chunk of stream as AsyncIterable<Buffer>) {
+      signal?.throwIfAborted();
+      hash.update(chunk);
+      if (size < MAX_HEADER_BYTES) head.push(chunk.subarray(0, MAX_HEADER_BYTES - size));
+      size += chunk.length;
+      if (stage && decryptError === undefined && !stage.write(chunk)) await Promise.race([once(stage, 'drain'), stopped]);
+    }
+  } catch (err) {
+    stage?.destroy();
+    throw err;
+  }
+  stage?.end();
+  const plain = await inner;
+  const checks: Check[] = [ageHeaderCheck(Buffer.concat(head), size, artifact.encryption.recipients.length)];
+  if (!stage) checks.push({ name: 'decrypt', ok: true, detail: `not decrypted: ${(decrypt as { unavailable: string }).unavailable}; the ciphertext's sha256 and age header were checked` });
+  else if (decryptError !== undefined || !plain) {
+    if (!(decryptError instanceof DecryptionError)) throw decryptError;
+    checks.push({ name: 'decrypt', ok: false, detail: decryptError.message });
+  } else {
+    const expected = artifact.encryption.plaintext.sha256;
+    const matches = plain.contentSha256 === expected;
+    checks.push({ name: 'decrypt', ok: true, detail: `decrypted ${plain.size} bytes` }, ...plain.checks, {
+      name: 'plaintext sha256',
+      ok: matches,
+      detail: matches ? 'matches the manifest' : plain.contentSha256 ? `${plain.contentSha256} differs from the manifest's ${expected}` : 'not checked: the content could not be decompressed',
+    });
+  }
+  return { size, sha256: hash.digest('hex'), checks };
+}
 /** A mirror report vouches for its run: counts equal on both sides and the sha256 sample matched. */
 function mirrorReportChecks(content: Buffer): Check[] {
   let report: { failed?: { count?: number }; verification?: { listing?: { ok?: boolean; missing?: number; sizeMismatch?: number; source?: { count?: number }; destination?: { count?: number } }; sample?: { checked?: number; mismatches?: unknown[] } } };

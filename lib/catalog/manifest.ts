@@ -15,6 +15,18 @@ export const manifestSchema = z.object({
     contentType: z.string(),
     /** What the content check looks for, e.g. "pg_dumpall". */
     format: z.string(),
+    /**
+     * Set when the stored bytes are age ciphertext: size, sha256 and etag above are the ciphertext's;
+     * plaintext is what went in before compression and encryption. No key is ever recorded.
+     */
+    encryption: z
+      .object({
+        scheme: z.literal('age'),
+        /** recipientFingerprint of each recipient. */
+        recipients: z.array(z.string()).min(1),
+        plaintext: z.object({ size: z.number().int().nonnegative(), sha256: z.string().regex(/^[0-9a-f]{64}$/) }),
+      })
+      .optional(),
   }),
   source: z.record(z.string(), z.unknown()),
   startedAt: z.string(),

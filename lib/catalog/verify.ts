@@ -6,7 +6,8 @@ import type { Deps } from '../plumbing/deps.js';
 import { objectRangeSource } from '../etcd/local.js';
 import { inspectZipSnapshot } from '../etcd/snapshot.js';
 import { inspectForeignObject } from './foreign.js';
-import { inspectArtifact } from './inspect.js';
+import { inspectArtifact, inspectEncryptedArtifact } from './inspect.js';
+import { datasetDecrypter } from '../crypto/identity.js';
 import { MANIFEST_FILE, LIFEBOAT_RECORDS, siblingKey, VERIFY_FILE } from './layout.js';
 import { manifestSchema, VERIFY_HISTORY, verifyRecordSchema, type Check, type VerifyRecord, type VerifyTrigger } from './manifest.js';
 import { ObjectNotFoundError, type TargetStore } from '../targets/store.js';
@@ -63,12 +64,16 @@ export async function verifyArtifact(scope: VerifyScope, dataset: Dataset, key: 
       let body = await store.get(key, { signal: scope.signal });
       // Through pipeline(), so a read error reaches the inspection instead of stalling it.
       if (scope.progress) body = pipeline(body, progressTap((bytes) => scope.progress!({ phase: 'verifying', bytes, total: artifact.size })), () => {});
-      const inspection = await inspectArtifact(body, artifact, scope.signal);
+      const { encryption } = artifact;
+      const inspection = encryption
+        ? await inspectEncryptedArtifact(body, { ...artifact, encryption }, datasetDecrypter(dataset), scope.signal)
+        : await inspectArtifact(body, artifact, scope.signal);
       actual = { size: inspection.size, sha256: inspection.sha256, etag: head.etag.replace(/"/g, ''), lastModified: head.lastModified.toISOString() };
       checks.push({ name: 'size', ok: actual.size === expected.size, detail: `${actual.size} bytes, manifest says ${expected.size}` });
       checks.push({ name: 'sha256', ok: actual.sha256 === expected.sha256, detail: actual.sha256 === expected.sha256 ? 'matches the manifest' : `${actual.sha256} differs from the manifest's ${expected.sha256}` });
       checks.push(...inspection.checks);
-      if (artifact.format === 'etcd-snapshot-zip') checks.push(...(await inspectZipSnapshot(objectRangeSource(store, key, inspection.size, scope.signal))));
+      // An encrypted zip cannot be read by range; its plaintext sha256 stands for the zip checked at upload.
+      if (artifact.format === 'etcd-snapshot-zip' && !encryption) checks.push(...(await inspectZipSnapshot(objectRangeSource(store, key, inspection.size, scope.signal))));
     } catch (err) {
       if (!(err instanceof ObjectNotFoundError)) throw err;
       checks.push({ name: 'object', ok: false, detail: 'the object does not exist' });

@@ -8,6 +8,7 @@ import { checkDatabaseName } from '../postgres/dumpallSections.js';
 import { dumpRoles } from '../postgres/restore.js';
 import { destinationRoles, requireDatabaseInBackup, restoreOneDatabase, restoreWholeCluster, RestoreRefusedError, type OneDatabase, type PostgresRestore, type RestoreSteps } from '../postgres/restoreBackup.js';
 import { LocalRunner } from '../postgres/runner.js';
+import { decrypterFor } from '../crypto/identity.js';
 import { CliError, EXIT, exitCodeOf, inlineRetries } from './exit.js';
 import { formatBytes, table } from './format.js';
 import { cliDataset, pickBackup, progressPrinter, readStep } from './steps.js';
@@ -48,6 +49,8 @@ export interface RestoreOptions {
   dryRun?: boolean;
   /** Print the result as one JSON object on stdout. */
   json?: boolean;
+  /** The age identity to decrypt with, instead of the dataset's encryption.identityFile. */
+  identity?: string;
 }
 
 export type { PostgresRestoreResult } from '../postgres/restoreBackup.js';
@@ -119,7 +122,8 @@ export async function restoreCommand(config: Config, log: Logger, opts: RestoreO
     if (opts.list) return printDatabases(entry);
     out(`backup ${entry.id} of ${dataset.id}: ${manifest.artifact.key} (${formatBytes(manifest.artifact.size)}, ${entry.status})`);
     if (entry.status === 'corrupt' && !opts.force) throw new CliError(`backup ${entry.id} failed verification; choose another with --backup, or --force`, EXIT.failed);
-    const job: PostgresRestore = { store, entry, destination: destination!, force: opts.force ?? false };
+    const decrypt = await asCli(async () => decrypterFor(dataset, manifest, `restore backup ${entry.id}`, opts.identity));
+    const job: PostgresRestore = { store, entry, destination: destination!, force: opts.force ?? false, decrypt };
     const one: OneDatabase | undefined = opts.database === undefined ? undefined : { database: opts.database, as: opts.as, roles: opts.roles ?? false };
     if (one && opts.dryRun) return await asCli(() => dryRunOneDatabase(job, one, policy));
     const steps = cliSteps(policy, out);
@@ -186,7 +190,7 @@ async function dryRunOneDatabase(job: PostgresRestore, opts: OneDatabase, policy
   requireDatabaseInBackup(job.entry, opts.database);
   const targetName = opts.as ?? opts.database;
   const described = targetName === opts.database ? JSON.stringify(targetName) : `${JSON.stringify(opts.database)} as ${JSON.stringify(targetName)}`;
-  const dumpRoleNames = await readStep(`reading the roles of ${manifest.artifact.key}`, policy, () => dumpRoles(store, manifest));
+  const dumpRoleNames = await readStep(`reading the roles of ${manifest.artifact.key}`, policy, () => dumpRoles(store, manifest, { decrypt: job.decrypt }));
   const { present, roles } = await readStep(`connecting to ${destination.label}`, policy, async () => ({ present: (await serverInfo(destination)).databases, roles: await destinationRoles(destination) }));
   const missing = dumpRoleNames.filter((r) => !roles.has(r));
   const say = (line: string) => process.stdout.write(`${line}\n`);

@@ -1,6 +1,7 @@
 import { CronExpressionParser } from 'cron-parser';
 import { z } from 'zod';
 import { Secret, resolveSecretReference } from './secret.js';
+import { recipientProblem } from '../crypto/recipients.js';
 
 // "Required" reads better than "expected string, received undefined" in config errors.
 z.config({
@@ -164,6 +165,40 @@ export function configSchema(env: NodeJS.ProcessEnv = process.env) {
       .prefault({}),
   });
 
+  /**
+   * Encryption at rest with age: public keys only. The identity (private key) is read only where
+   * something decrypts (drill, restore, the scrub's deep check, rekey), so the dump worker need not hold it.
+   */
+  const encryption = z.strictObject({
+    recipients: z
+      .array(
+        z.string().superRefine((recipient, ctx) => {
+          const problem = recipientProblem(recipient);
+          if (problem) ctx.addIssue({ code: 'custom', message: problem });
+        }),
+      )
+      .min(1, 'list at least one age recipient (age1…); `age-keygen -y <identity file>` prints it'),
+    /** Where the identity is: a ${file:/path} or ${env:NAME} reference, or an absolute path. Resolved when needed, not at load. */
+    identityFile: z
+      .string()
+      .refine((ref) => ref.startsWith('/') || /^\$\{(env|file):[^}]+\}$/.test(ref), 'must be an absolute path, or a ${file:/path} or ${env:NAME} reference')
+      .optional(),
+  });
+
+  /**
+   * A second copy of each verified backup on another target (a dir on another disk, a cloud bucket).
+   * Its retention defaults to the dataset's own.
+   */
+  const replica = z.strictObject({
+    /** How metrics, `backups ls` and `restore --from` name it; default: the target's name. */
+    name: id.optional(),
+    target: id,
+    bucket,
+    prefix,
+    retention: retention.optional(),
+  });
+  const replicas = z.array(replica).default([]);
+
   /** BackupStale fires this long after the last success. */
   const staleAfterHours = z.number().positive().default(26);
 
@@ -177,6 +212,8 @@ export function configSchema(env: NodeJS.ProcessEnv = process.env) {
     compression: z.enum(['gzip', 'none']).default('gzip'),
     /** gzip level: 1 is fastest, 9 smallest. */
     compressionLevel: z.int().min(1).max(9).default(6),
+    encryption: encryption.optional(),
+    replicas,
     retention: retention.prefault({}),
     drill: drill.prefault({}),
   });
@@ -185,6 +222,8 @@ export function configSchema(env: NodeJS.ProcessEnv = process.env) {
     id,
     kind: z.literal('bucket'),
     staleAfterHours,
+    /** Per object: each object is stored age-encrypted under its own key, marked in its metadata. */
+    encryption: encryption.optional(),
     /** How many mirror reports to keep (the mirrored objects themselves follow the source). */
     retention: retention.prefault({}),
     /** The bucket to mirror (e.g. Ceph RGW in the cluster), with its own read-only credentials. */
@@ -238,6 +277,8 @@ export function configSchema(env: NodeJS.ProcessEnv = process.env) {
     kind: z.literal('etcd'),
     staleAfterHours,
     retention: retention.prefault({}),
+    encryption: encryption.optional(),
+    replicas,
     source: z
       .strictObject({
         /** Where k3s writes its snapshots; run the worker that consumes uploadEtcd on that node. */
@@ -396,8 +437,14 @@ export function configSchema(env: NodeJS.ProcessEnv = process.env) {
     maxStalledCount: z.int().min(0).max(100).default(1),
   });
 
+  /** replicateBackup's catch-up: copies whatever is verified on a primary and missing on a replica. */
+  const replication = z.strictObject({
+    schedule: cron.default('20 * * * *'),
+  });
+
   return z.strictObject({
     redis: redis.prefault({}),
+    replication: replication.prefault({}),
     worker: worker.prefault({}),
     prune: prune.prefault({}),
     verify: verify.prefault({}),

@@ -57,3 +57,30 @@ export function resolveSecretReference(reference: string, env: NodeJS.ProcessEnv
   if (value === '') throw new Error(`secret file ${name} is empty`);
   return new Secret(value, `file:${name}`);
 }
+
+/**
+ * A secret resolved only where it is used: an age identity is needed where something decrypts (a
+ * drill, a restore), not where backups are written, so one config serves both. A plain absolute path
+ * means ${file:path}.
+ */
+export class DeferredSecret {
+  constructor(
+    readonly reference: string,
+    /** The config field, for errors: "datasets[0].encryption.identityFile". */
+    readonly field: string,
+    private readonly env: NodeJS.ProcessEnv = process.env,
+  ) {}
+  resolve(): Secret {
+    try {
+      return resolveSecretReference(this.reference.startsWith('/') ? `\${file:${this.reference}}` : this.reference, this.env);
+    } catch (err) {
+      throw new Error(`${this.field}: ${(err as Error).message}`);
+    }
+  }
+  toString(): string {
+    return this.reference;
+  }
+  toJSON(): string {
+    return this.reference;
+  }
+}

@@ -8,11 +8,14 @@ import { restoreDump } from '../postgres/restore.js';
 import { kubernetesScratch, localScratch, type ScratchServer } from '../postgres/scratch.js';
 import { ObjectNotFoundError } from '../targets/store.js';
 import { errorMessage, PermanentError } from '../../queue/errors.js';
+import { DecryptionError } from '../crypto/age.js';
+import { decrypterFor } from '../crypto/identity.js';
 import type { Drill } from './types.js';
 
 /** A read error that is a verdict on the backup (gone, or not a valid gzip stream), as a failed check; undefined for any other. */
 function readFinding(err: unknown, compression: string): Check | undefined {
   if (err instanceof ObjectNotFoundError) return { name: 'object', ok: false, detail: 'the backup artifact does not exist' };
+  if (err instanceof DecryptionError) return { name: 'decrypt', ok: false, detail: err.message };
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
   if (typeof code === 'string' && code.startsWith('Z_')) return { name: compression === 'gzip' ? 'gzip' : 'decompress', ok: false, detail: `cannot be decompressed: ${(err as Error).message}` };
   return undefined;
@@ -33,6 +36,15 @@ export const drillPostgres: Drill<PostgresDataset> = async (dataset, { deps, log
   if (!major || !source.databases) throw new PermanentError(`manifest of ${manifest.artifact.key} lacks the server version or database list`);
 
   const drill = dataset.drill;
+  const recordKey = siblingKey(manifest.artifact.key, DRILL_FILE);
+  // Encrypted: the drill proves the key too. No identity is a recorded, final failure, before any server starts.
+  let decrypt;
+  try {
+    decrypt = decrypterFor(dataset, manifest, `drill backup ${entry.id}`);
+  } catch (err) {
+    if (!(err instanceof DecryptionError)) throw err;
+    return { backup: entry.id, key: manifest.artifact.key, recordKey, mode: drill.mode, where: 'not started', restoreMs: 0, checks: [{ name: 'decrypt', ok: false, detail: err.message }], retryable: undefined };
+  }
   log.info({ backup: entry.id, key: manifest.artifact.key, mode: drill.mode }, 'drill starting');
   const checks: Check[] = [];
   let restoreMs = 0;
@@ -52,7 +64,7 @@ export const drillPostgres: Drill<PostgresDataset> = async (dataset, { deps, log
             signal,
           });
     where = scratch.where;
-    const restored = await restoreDump(store, manifest, scratch.runner, { signal }).catch((err: unknown) => {
+    const restored = await restoreDump(store, manifest, scratch.runner, { signal, decrypt }).catch((err: unknown) => {
       const finding = readFinding(err, manifest.artifact.compression);
       if (!finding) throw err;
       checks.push(finding);
@@ -62,6 +74,11 @@ export const drillPostgres: Drill<PostgresDataset> = async (dataset, { deps, log
       restoreMs = restored.durationMs;
       const sameHash = restored.sha256 === manifest.artifact.sha256;
       checks.push({ name: 'sha256', ok: sameHash, detail: sameHash ? 'the restored bytes match the manifest' : `read ${restored.sha256}, manifest says ${manifest.artifact.sha256}` });
+      const { encryption } = manifest.artifact;
+      if (encryption) {
+        const plainOk = restored.plaintextSha256 === encryption.plaintext.sha256;
+        checks.push({ name: 'decrypt', ok: plainOk, detail: plainOk ? 'decrypted with the identity; the plaintext sha256 matches the manifest' : `decrypted plaintext sha256 ${restored.plaintextSha256} differs from the manifest's ${encryption.plaintext.sha256}` });
+      }
       checks.push({ name: 'restore', ok: restored.errors.length === 0, detail: restored.errors.length === 0 ? `psql loaded ${restored.bytes} bytes without errors` : `${restored.errors.length} errors, first: ${restored.errors[0]}` });
       checks.push(...(await drillChecks(scratch.runner, { databases: source.databases, stats: source.stats }, { tableTolerancePercent: drill.tableTolerancePercent, assertions: drill.assertions, signal })));
     }
@@ -75,7 +92,7 @@ export const drillPostgres: Drill<PostgresDataset> = async (dataset, { deps, log
   return {
     backup: entry.id,
     key: manifest.artifact.key,
-    recordKey: siblingKey(manifest.artifact.key, DRILL_FILE),
+    recordKey,
     mode: drill.mode,
     where,
     restoreMs,

@@ -1,5 +1,4 @@
-import type { Readable } from 'node:stream';
-import { pipeline } from 'node:stream';
+import { pipeline, type Duplex, type Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import type { Manifest } from '../catalog/manifest.js';
 import { HashingStream } from '../targets/hash.js';
@@ -9,9 +8,11 @@ import { DatabaseSectionCutter, rolesInGlobals, type SectionCutOptions, type Sec
 import type { PostgresRunner } from './runner.js';
 
 export interface RestoreOutcome {
-  /** Bytes read from the target (as stored, before gunzip). */
+  /** Bytes read from the target (as stored, before decryption and gunzip). */
   bytes: number;
   sha256: string;
+  /** Of an encrypted artifact: sha256 of the SQL that reached psql, for the manifest's plaintext hash. */
+  plaintextSha256?: string;
   /** Errors psql reported, less the expected one (the bootstrap superuser already exists). */
   errors: string[];
   durationMs: number;
@@ -37,7 +38,7 @@ export async function restoreDump(
   store: TargetStore,
   manifest: Manifest,
   runner: PostgresRunner,
-  options: { signal?: AbortSignal; onProgress?: (bytes: number) => void } = {},
+  options: FeedOptions = {},
 ): Promise<RestoreOutcome> {
   return feedPsql(store, manifest, runner, [], options);
 }
@@ -58,37 +59,52 @@ export async function restoreDatabase(
   manifest: Manifest,
   runner: PostgresRunner,
   cut: SectionCutOptions,
-  options: { signal?: AbortSignal; onProgress?: (bytes: number) => void } = {},
+  options: FeedOptions = {},
 ): Promise<DatabaseRestoreOutcome> {
   const cutter = new DatabaseSectionCutter(cut);
   return { ...(await feedPsql(store, manifest, runner, [cutter], options)), cut: cutter.summary };
 }
 
-/** The stored bytes through the hash (and progress), gunzip and any further stages, into psql. */
-async function feedPsql(
-  store: TargetStore,
-  manifest: Manifest,
-  runner: PostgresRunner,
-  after: NodeJS.ReadWriteStream[],
-  options: { signal?: AbortSignal; onProgress?: (bytes: number) => void },
-): Promise<RestoreOutcome> {
-  const started = Date.now();
-  const hashing = new HashingStream();
-  const source = await store.get(manifest.artifact.key, { signal: options.signal });
-  const stages: Array<NodeJS.ReadWriteStream> = [hashing];
+export interface FeedOptions {
+  signal?: AbortSignal;
+  onProgress?: (bytes: number) => void;
+  /** The age decrypting stage, for an encrypted artifact (lib/crypto/identity.ts). */
+  decrypt?: () => Duplex;
+}
+
+/** The stored bytes, decrypted and decompressed as the manifest says: hashed on both sides of that. */
+function artifactText(source: Readable, manifest: Manifest, options: FeedOptions, after: NodeJS.ReadWriteStream[] = []) {
+  const stored = new HashingStream();
+  const plaintext = new HashingStream();
+  const stages: Array<NodeJS.ReadWriteStream> = [stored];
   if (options.onProgress) stages.push(progressTap(options.onProgress));
+  if (manifest.artifact.encryption) {
+    if (!options.decrypt) throw new Error(`${manifest.artifact.key} is age-encrypted and no identity was given to decrypt it`);
+    stages.push(options.decrypt());
+  }
   if (manifest.artifact.compression === 'gzip') stages.push(createGunzip());
-  const sql = pipeline([source, ...stages, ...after] as unknown as [Readable, ...NodeJS.ReadWriteStream[]], () => {}) as unknown as Readable;
+  stages.push(plaintext);
+  const text = pipeline([source, ...stages, ...after] as unknown as [Readable, ...NodeJS.ReadWriteStream[]], () => {}) as unknown as Readable;
+  return { text, stored, plaintext };
+}
+
+/** The stored bytes through the hash (and progress), decryption, gunzip and any further stages, into psql. */
+async function feedPsql(store: TargetStore, manifest: Manifest, runner: PostgresRunner, after: NodeJS.ReadWriteStream[], options: FeedOptions): Promise<RestoreOutcome> {
+  const started = Date.now();
+  const source = await store.get(manifest.artifact.key, { signal: options.signal });
+  const { text: sql, stored, plaintext } = artifactText(source, manifest, options, after);
   const { stderr } = await runner.feed('psql', ['-q', '-v', 'ON_ERROR_STOP=0', '-f', '-'], sql, { signal: options.signal });
   if (sql.errored) throw sql.errored;
-  return { bytes: hashing.bytes, sha256: hashing.sha256, errors: unexpectedErrors(stderr), durationMs: Date.now() - started };
+  return {
+    bytes: stored.bytes, sha256: stored.sha256, plaintextSha256: manifest.artifact.encryption ? plaintext.sha256 : undefined,
+    errors: unexpectedErrors(stderr), durationMs: Date.now() - started,
+  };
 }
 
 /** The roles a pg_dumpall artifact creates, from its globals part only: reads just the start of it. */
-export async function dumpRoles(store: TargetStore, manifest: Manifest, options: { signal?: AbortSignal } = {}): Promise<string[]> {
+export async function dumpRoles(store: TargetStore, manifest: Manifest, options: { signal?: AbortSignal; decrypt?: () => Duplex } = {}): Promise<string[]> {
   const source = await store.get(manifest.artifact.key, { signal: options.signal });
-  const text = manifest.artifact.compression === 'gzip' ? source.pipe(createGunzip()) : source;
-  source.on('error', (err) => text.destroy(err));
+  const { text } = artifactText(source, manifest, options);
   try {
     return await rolesInGlobals(text as AsyncIterable<Buffer>);
   } finally {

@@ -1,3 +1,4 @@
+import type { Duplex } from 'node:stream';
 import type { BackupEntry } from '../catalog/catalog.js';
 import { hashStream } from '../targets/hash.js';
 import type { TargetStore } from '../targets/store.js';
@@ -50,6 +51,8 @@ export interface PostgresRestore {
   destination: LocalRunner;
   /** Restore into databases that already exist (mixing old and new data). */
   force: boolean;
+  /** The age decrypting stage, when the artifact is encrypted (lib/crypto/identity.ts decrypterFor). */
+  decrypt?: () => Duplex;
 }
 
 interface ManifestSource {
@@ -81,8 +84,12 @@ function resultOf({ entry: { id, dataset, manifest }, destination }: PostgresRes
 
 const restoringProgress = (job: PostgresRestore, steps: RestoreSteps) => steps.progress && ((bytes: number) => steps.progress!('restoring', bytes, job.entry.manifest.artifact.size));
 
-function checkRestored(restored: { sha256: string; errors: string[] }, job: PostgresRestore, steps: RestoreSteps): void {
-  if (restored.sha256 !== job.entry.manifest.artifact.sha256) throw new RestoreRefusedError('the object changed between the verification pass and the restore; run the restore again');
+function checkRestored(restored: { sha256: string; plaintextSha256?: string; errors: string[] }, job: PostgresRestore, steps: RestoreSteps): void {
+  const { artifact } = job.entry.manifest;
+  if (restored.sha256 !== artifact.sha256) throw new RestoreRefusedError('the object changed between the verification pass and the restore; run the restore again');
+  if (artifact.encryption && restored.plaintextSha256 !== artifact.encryption.plaintext.sha256) {
+    throw new RestoreRefusedError(`the decrypted dump's sha256 ${restored.plaintextSha256} differs from the manifest's ${artifact.encryption.plaintext.sha256}: what was restored is not what was dumped`);
+  }
   if (restored.errors.length > 0) {
     for (const e of restored.errors.slice(0, 20)) steps.say(`  ${e}`);
     throw new RestoreRefusedError(`restore finished with ${restored.errors.length} errors: ${restored.errors.slice(0, 3).join('; ')}`);
@@ -99,7 +106,7 @@ export async function restoreWholeCluster(job: PostgresRestore, steps: RestoreSt
   if (collisions.length > 0 && !job.force) {
     throw new RestoreRefusedError(`${destination.label} already has ${collisions.length === 1 ? 'database' : 'databases'} ${collisions.join(', ')} from this dump; restoring would mix old and new data. Use a fresh server, drop them, or pass --force.`);
   }
-  const restored = await restoreDump(store, manifest, destination, { signal: steps.signal, onProgress: restoringProgress(job, steps) });
+  const restored = await restoreDump(store, manifest, destination, { signal: steps.signal, onProgress: restoringProgress(job, steps), decrypt: job.decrypt });
   checkRestored(restored, job, steps);
   steps.say(`restored ${databases.length} databases (${databases.join(', ')}) into ${destination.label} in ${(restored.durationMs / 1000).toFixed(1)} s`);
   return { ...resultOf(job, restored), restored: { databases } };
@@ -138,7 +145,7 @@ export async function restoreOneDatabase(job: PostgresRestore, opts: OneDatabase
   }
   let restored;
   try {
-    restored = await restoreDatabase(store, manifest, destination, { database: opts.database, renameTo: opts.as, existingRoles: roles, createMissingRoles: opts.roles }, { signal: steps.signal, onProgress: restoringProgress(job, steps) });
+    restored = await restoreDatabase(store, manifest, destination, { database: opts.database, renameTo: opts.as, existingRoles: roles, createMissingRoles: opts.roles }, { signal: steps.signal, onProgress: restoringProgress(job, steps), decrypt: job.decrypt });
   } catch (err) {
     if (err instanceof DatabaseNotInDumpError) throw new RestoreRefusedError(`backup ${id} has no database ${JSON.stringify(err.database)} (it has: ${listNames(err.databases)})`);
     throw err;
