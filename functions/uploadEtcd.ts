@@ -1,7 +1,9 @@
 import { createReadStream } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
-import { Readable } from 'node:stream';
+import { pipeline, Readable } from 'node:stream';
+import { AGE_SUFFIX, ageEncrypter, through } from '../lib/crypto/age.js';
+import { HashingStream } from '../lib/targets/hash.js';
 import { CustomObjectsApi } from '@kubernetes/client-node';
 import { z } from 'zod';
 import { requireDataset } from '../lib/datasets.js';
@@ -35,6 +37,8 @@ export const uploadEtcd = defineFunction({
     const dataset = requireDataset(ctx.deps.config, input.dataset, 'etcd');
     const store = ctx.deps.storeFor(dataset);
     const prefix = datasetPrefix(dataset);
+    // Fails closed: a recipient that does not parse stops the run before any snapshot is read or uploaded.
+    const age = dataset.encryption ? ageEncrypter(dataset.encryption.recipients, `dataset ${dataset.id}`) : undefined;
     const local = await listLocalSnapshots(dataset.source.snapshotDir).catch((err: NodeJS.ErrnoException) => {
       throw err.code === 'ENOENT' || err.code === 'EACCES' ? new PermanentError(`dataset ${dataset.id}: cannot read snapshot directory ${dataset.source.snapshotDir} (${err.code}); run this worker on the k3s server node`) : err;
     });
@@ -56,12 +60,13 @@ export const uploadEtcd = defineFunction({
         continue;
       }
       const dir = `${prefix}${snapshot.name}/`;
-      const key = `${dir}${snapshot.name}`;
+      const key = `${dir}${snapshot.name}${age ? AGE_SUFFIX : ''}`;
       const existing = onHub.has(snapshot.name) ? manifestSchema.safeParse(await store.getJson(`${dir}${MANIFEST_FILE}`, { signal: ctx.signal })) : undefined;
       // k3s writes a snapshot once: the same size and mtime as when we uploaded it means the same file,
       // so a re-run does not re-read every snapshot every 15 minutes.
       const recorded = existing?.success ? (existing.data.source as { mtimeMs?: number }) : undefined;
-      if (existing?.success && existing.data.artifact.size === snapshot.size && recorded?.mtimeMs === snapshot.mtimeMs) {
+      const onHubFile = existing?.success ? snapshotOf(existing.data) : undefined;
+      if (onHubFile && onHubFile.size === snapshot.size && recorded?.mtimeMs === snapshot.mtimeMs) {
         skipped.push(snapshot.name);
         continue;
       }
@@ -74,7 +79,7 @@ export const uploadEtcd = defineFunction({
         pending.push(snapshot.name);
         continue;
       }
-      if (existing?.success && existing.data.artifact.sha256 === inspected.sha256 && existing.data.artifact.size === inspected.size) {
+      if (onHubFile && onHubFile.sha256 === inspected.sha256 && onHubFile.size === inspected.size) {
         skipped.push(snapshot.name);
         continue;
       }
@@ -87,15 +92,22 @@ export const uploadEtcd = defineFunction({
         continue;
       }
       const started = ctx.deps.clock();
-      const stored = await store.put(key, createReadStream(snapshot.path), { contentType: snapshot.zip ? 'application/zip' : 'application/octet-stream', metadata: { 'lifeboat-dataset': dataset.id }, signal: ctx.signal, replaceUnfinished: true });
-      if (stored.sha256 !== inspected.sha256) throw new Error(`${snapshot.path} changed while it was uploaded; will retry`);
+      const plaintext = new HashingStream();
+      const file = pipeline(createReadStream(snapshot.path), plaintext, () => {});
+      const body = age ? through(file, age.stage()) : file;
+      const contentType = age ? 'application/octet-stream' : snapshot.zip ? 'application/zip' : 'application/octet-stream';
+      const stored = await store.put(key, body, { contentType, metadata: { 'lifeboat-dataset': dataset.id, ...(age && { 'lifeboat-encryption': 'age' }) }, signal: ctx.signal, replaceUnfinished: true });
+      if (plaintext.sha256 !== inspected.sha256) throw new Error(`${snapshot.path} changed while it was uploaded; will retry`);
       const finished = ctx.deps.clock();
       const manifest: Manifest = {
         format: 'lifeboat.manifest/v1',
         dataset: dataset.id,
         kind: dataset.kind,
         tick: snapshot.createdAt.toISOString(),
-        artifact: { key, size: stored.size, sha256: stored.sha256, etag: stored.etag, compression: 'none', contentType: snapshot.zip ? 'application/zip' : 'application/octet-stream', format: snapshot.zip ? 'etcd-snapshot-zip' : 'etcd-snapshot' },
+        artifact: {
+          key, size: stored.size, sha256: stored.sha256, etag: stored.etag, compression: 'none', contentType, format: snapshot.zip ? 'etcd-snapshot-zip' : 'etcd-snapshot',
+          encryption: age && { ...age.encryption, plaintext: { size: plaintext.bytes, sha256: plaintext.sha256 } },
+        },
         source: { node: snapshot.node, file: snapshot.path, trigger: snapshot.trigger, takenAt: snapshot.createdAt.toISOString(), mtimeMs: snapshot.mtimeMs, checks: inspected.checks },
         startedAt: started.toISOString(),
         finishedAt: finished.toISOString(),
@@ -122,6 +134,11 @@ export const uploadEtcd = defineFunction({
     return { uploaded, skipped, pending, corrupt, missing, token };
   },
 });
+
+/** The snapshot file a manifest describes: the plaintext of an encrypted artifact, else the artifact itself. */
+function snapshotOf(manifest: Manifest): { size: number; sha256: string } {
+  return manifest.artifact.encryption?.plaintext ?? manifest.artifact;
+}
 
 /** Whether the file is gone, or its size or mtime differ from the listing: k3s is still writing or replacing it. */
 async function changedSinceListing(snapshot: LocalSnapshot): Promise<boolean> {

@@ -9,6 +9,7 @@ import { dumpRoles } from '../postgres/restore.js';
 import { destinationRoles, requireDatabaseInBackup, restoreOneDatabase, restoreWholeCluster, RestoreRefusedError, type OneDatabase, type PostgresRestore, type RestoreSteps } from '../postgres/restoreBackup.js';
 import { LocalRunner } from '../postgres/runner.js';
 import { decrypterFor } from '../crypto/identity.js';
+import { DecryptionError } from '../crypto/age.js';
 import { CliError, EXIT, exitCodeOf, inlineRetries } from './exit.js';
 import { formatBytes, table } from './format.js';
 import { cliDataset, pickBackup, progressPrinter, readStep } from './steps.js';
@@ -79,7 +80,7 @@ async function restoreFor(config: Config, log: Logger, opts: RestoreCliOptions):
   if (kind !== undefined && bucketFlags.length > 0) throw new CliError(`--${bucketFlags[0]!.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} is for bucket datasets; dataset ${opts.dataset} is a ${kind} dataset`, EXIT.usage);
   if (kind === 'etcd') {
     if (opts.to !== undefined) throw new CliError(`dataset ${opts.dataset} is an etcd dataset: restore it into a directory with --to-dir, not --to`, EXIT.usage);
-    const result = await restoreEtcdCommand(config, log, { dataset: opts.dataset, backup: opts.backup, toDir: opts.toDir ?? '', force: opts.force, retries: opts.retries });
+    const result = await restoreEtcdCommand(config, log, { dataset: opts.dataset, backup: opts.backup, toDir: opts.toDir ?? '', force: opts.force, retries: opts.retries, identity: opts.identity });
     if (opts.json) process.stdout.write(`${JSON.stringify(result)}\n`);
     return EXIT.ok;
   }
@@ -174,7 +175,7 @@ async function asCli<T>(restore: () => Promise<T>): Promise<T> {
   try {
     return await restore();
   } catch (err) {
-    if (err instanceof RestoreRefusedError) throw new CliError(err.message, EXIT.failed);
+    if (err instanceof RestoreRefusedError || err instanceof DecryptionError) throw new CliError(err.message, EXIT.failed);
     throw err;
   }
 }

@@ -7,6 +7,8 @@ import { serverTokenKey } from '../catalog/layout.js';
 import type { Config, EtcdDataset } from '../config/schema.js';
 import { downloadToFile, fsyncPath, snapshotChecks } from '../etcd/download.js';
 import { parseSnapshotName } from '../etcd/snapshot.js';
+import { DecryptionError, plaintextName } from '../crypto/age.js';
+import { decrypterFor } from '../crypto/identity.js';
 import { openLocal } from '../plumbing/app.js';
 import { ObjectNotFoundError, type TargetStore } from '../targets/store.js';
 import { CliError, EXIT, inlineRetries } from './exit.js';
@@ -23,6 +25,8 @@ export interface RestoreEtcdOptions {
   toDir: string;
   force?: boolean;
   retries?: number;
+  /** The age identity file, instead of the dataset's encryption.identityFile. */
+  identity?: string;
 }
 
 
@@ -96,8 +100,14 @@ export async function restoreEtcdCommand(config: Config, log: Logger, opts: Rest
     const entry = pickBackup(await readStep(`listing ${store.label}`, policy, () => listBackups(store, dataset)), dataset.id, opts.backup, 'snapshot');
     const { artifact } = entry.manifest;
     // The file name comes from the target: accept only a real snapshot name, never a path.
-    const name = basename(artifact.key);
+    const name = plaintextName(basename(artifact.key));
     const parsed = parseSnapshotName(name);
+    let decrypt;
+    try {
+      decrypt = decrypterFor(dataset, entry.manifest, `restore snapshot ${entry.id}`, opts.identity);
+    } catch (err) {
+      throw err instanceof DecryptionError ? new CliError(err.message, EXIT.failed) : err;
+    }
     if (!parsed || name !== entry.id) throw new CliError(`backup ${entry.id} of ${dataset.id}: its artifact ${artifact.key} is not named like a k3s snapshot; refusing to write it`, EXIT.failed);
     out(`snapshot ${name} of ${dataset.id}: taken ${parsed.createdAt.toISOString()} on ${parsed.node}, ${formatBytes(artifact.size)}, ${entry.status}`);
 
@@ -114,7 +124,7 @@ export async function restoreEtcdCommand(config: Config, log: Logger, opts: Rest
 
     const progress = progressPrinter('downloading', { bytes: artifact.size });
     const tmp = tempPath(dir, name);
-    const got = await readStep(`downloading ${artifact.key}`, policy, async () => downloadToFile(await store.get(artifact.key), tmp, { checkTrailer: !parsed.zip, onProgress: progress }));
+    const got = await readStep(`downloading ${artifact.key}`, policy, async () => downloadToFile(await store.get(artifact.key), tmp, { checkTrailer: !parsed.zip, onProgress: progress, decrypt }));
     if (progress) process.stderr.write('\n');
     const failed = (await snapshotChecks(tmp, parsed.zip, got, artifact).catch(async (err: unknown) => {
       await unlink(tmp).catch(() => {});
@@ -126,7 +136,7 @@ export async function restoreEtcdCommand(config: Config, log: Logger, opts: Rest
     }
     await publish(tmp, snapshotPath, force);
     await fsyncPath(dir);
-    out(`wrote ${snapshotPath} (${formatBytes(got.size)}; sha256 matches the manifest, ${parsed.zip ? 'zip CRCs and the inner sha256 trailer check out' : 'the sha256 trailer checks out'})`);
+    out(`wrote ${snapshotPath} (${formatBytes(got.plaintext?.size ?? got.size)}; sha256 matches the manifest${got.plaintext ? ', decrypted' : ''}, ${parsed.zip ? 'zip CRCs and the inner sha256 trailer check out' : 'the sha256 trailer checks out'})`);
 
     const token = dataset.source.uploadToken ? await restoreToken(store, dataset, dir, tokenPath, force, policy) : ({ state: 'not uploaded' } as TokenOutcome);
     if (token.state === 'written') out(`wrote ${token.path} (mode 0600): the k3s server token, a cluster credential; delete it when done`);
@@ -141,7 +151,7 @@ export async function restoreEtcdCommand(config: Config, log: Logger, opts: Rest
     if (parsed.zip) out(`k3s accepts the .zip directly; if your version refuses it, unzip it and pass the inner file ${name.replace(/\.zip$/, '')}.`);
     out(`Then check the cluster, and on HA servers rejoin the others: see ${ETCD_RUNBOOK}.`);
     return {
-      ok: true, dataset: dataset.id, backup: entry.id, key: artifact.key, snapshot: snapshotPath, bytes: got.size, sha256: got.sha256,
+      ok: true, dataset: dataset.id, backup: entry.id, key: artifact.key, snapshot: snapshotPath, bytes: got.plaintext?.size ?? got.size, sha256: got.plaintext?.sha256 ?? got.sha256,
       token: token.state === 'written' ? { state: 'written', path: token.path } : { state: token.state }, commands,
     };
   } finally {

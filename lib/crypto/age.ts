@@ -105,3 +105,8 @@ export function through(input: Readable, stage: Duplex): Readable {
   input.on('error', (err) => stage.destroy(err));
   return input.pipe(stage);
 }
+
+/** The file name of what was encrypted: "x.zip.age" or, after a rekey, "x.zip.<8 hex>.age" → "x.zip". */
+export function plaintextName(name: string): string {
+  return name.replace(/(\.[0-9a-f]{8})?\.age$/, '');
+}

@@ -12,6 +12,8 @@ import { findSnapshotTool, restoreSnapshot, snapshotStatus, SnapshotToolMissingE
 import { CommandError } from '../postgres/process.js';
 import { errorMessage, PermanentError } from '../../queue/errors.js';
 import type { Drill } from './types.js';
+import { DecryptionError, plaintextName } from '../crypto/age.js';
+import { decrypterFor } from '../crypto/identity.js';
 
 /** What a failed restore's detail quotes of the tool's stderr. */
 const STDERR_TAIL = 600;
@@ -36,9 +38,18 @@ export const drillEtcd: Drill<EtcdDataset> = async (dataset, { deps, log, signal
   if (!entry) throw new PermanentError(input.backup ? `dataset ${dataset.id} has no snapshot ${input.backup}` : `dataset ${dataset.id} has no snapshot to drill`);
   const { artifact } = entry.manifest;
   // The file name comes from the target: only a real snapshot name, never a path.
-  const name = basename(artifact.key);
+  const name = plaintextName(basename(artifact.key));
   const parsed = parseSnapshotName(name);
   if (!parsed) throw new PermanentError(`dataset ${dataset.id} backup ${entry.id}: its artifact ${artifact.key} is not named like a k3s snapshot`);
+  const recordKey = siblingKey(artifact.key, DRILL_FILE);
+  // Encrypted: the drill proves the key too. No identity is a recorded, final failure.
+  let decrypt;
+  try {
+    decrypt = decrypterFor(dataset, entry.manifest, `drill snapshot ${entry.id}`);
+  } catch (err) {
+    if (!(err instanceof DecryptionError)) throw err;
+    return { backup: entry.id, key: artifact.key, recordKey, mode: 'temp-dir', where: 'temp dir (not created)', restoreMs: 0, checks: [{ name: 'decrypt', ok: false, detail: err.message }], retryable: undefined };
+  }
 
   const checks: Check[] = [];
   const details: Record<string, unknown> = { snapshot: name, takenAt: parsed.createdAt.toISOString(), bytes: artifact.size };
@@ -53,11 +64,11 @@ export const drillEtcd: Drill<EtcdDataset> = async (dataset, { deps, log, signal
     dir = await mkdtemp(join(tmpdir(), 'lifeboat-etcd-drill-'));
     log.info({ backup: entry.id, key: artifact.key, dir, tool: tool.kind }, 'drill starting');
     const downloaded = join(dir, name);
-    const got = await downloadToFile(await store.get(artifact.key, { signal }), downloaded, { checkTrailer: !parsed.zip });
+    const got = await downloadToFile(await store.get(artifact.key, { signal }), downloaded, { checkTrailer: !parsed.zip, decrypt });
     const integrity = await snapshotChecks(downloaded, parsed.zip, got, artifact);
     checks.push(...integrity.map((c) => (c.name === 'sha256 (manifest)' ? { ...c, name: 'download', detail: c.ok ? `${got.size} bytes, sha256 matches the manifest` : c.detail } : c)));
     // A zip that cannot be opened has nothing to restore; its checks already say why.
-    const file = parsed.zip ? await unzipped(downloaded, got.size, join(dir, name.replace(/\.zip$/, '')), checks) : downloaded;
+    const file = parsed.zip ? await unzipped(downloaded, got.plaintext?.size ?? got.size, join(dir, name.replace(/\.zip$/, '')), checks) : downloaded;
     if (file) {
       const started = Date.now();
       checks.push(await restoreCheck(tool, file, join(dir, 'restored'), signal));
@@ -80,7 +91,7 @@ export const drillEtcd: Drill<EtcdDataset> = async (dataset, { deps, log, signal
   return {
     backup: entry.id,
     key: artifact.key,
-    recordKey: siblingKey(artifact.key, DRILL_FILE),
+    recordKey,
     mode: 'temp-dir',
     where: dir ? `temp dir ${dir}` : 'temp dir (not created)',
     restoreMs,
