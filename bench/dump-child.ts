@@ -4,6 +4,7 @@
  * Prints {"seconds":…,"maxRssMiB":…,"cpuSeconds":…,"size":…} on stdout.
  *
  *   node dump-child.js <endpoint> <bucket> <postgres-url | file> [none|gzip|file]
+ * With BENCH_AGE_RECIPIENT set, the dump is age-encrypted to it.
  */
 import { createReadStream } from 'node:fs';
 import { dumpPostgres } from '../functions/dumpPostgres.js';
@@ -26,7 +27,7 @@ const config = parseConfig(
         ...(process.env.BENCH_QUEUE ? { queueSize: Number(process.env.BENCH_QUEUE) } : {}),
       },
     },
-    datasets: [{ id: 'bench', kind: 'postgres', source: { mode: 'direct', url: mode === 'file' ? 'postgres://unused/x' : source }, target: { name: 'hub', bucket }, compression: mode === 'gzip' ? 'gzip' : 'none' }],
+    datasets: [{ id: 'bench', kind: 'postgres', source: { mode: 'direct', url: mode === 'file' ? 'postgres://unused/x' : source }, target: { name: 'hub', bucket }, compression: mode === 'gzip' ? 'gzip' : 'none', ...(process.env.BENCH_AGE_RECIPIENT ? { encryption: { recipients: [process.env.BENCH_AGE_RECIPIENT] } } : {}) }],
   },
   'bench',
 );
