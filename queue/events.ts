@@ -36,6 +36,17 @@ export const eventSchemas = {
     size: z.number().int().nonnegative(),
     checkedAt: z.string(),
   }),
+  /** replicateBackup brought a replica up to date: its newest verified copy, and how far behind the primary's newest it is. */
+  'backup.replicated': z.object({
+    dataset: z.string(),
+    kind: z.string(),
+    replica: z.string(),
+    key: z.string(),
+    /** The tick of the replica's newest verified backup. */
+    backupAt: z.string(),
+    checkedAt: z.string(),
+    lagSeconds: z.number().nonnegative(),
+  }),
   /** verifyObject found an artifact that does not match its manifest. */
   'backup.corrupt': z.object({
     dataset: z.string(),

@@ -1,3 +1,4 @@
+import { replicateBackup } from '../functions/replicateBackup.js';
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -107,9 +108,9 @@ beforeAll(async () => {
   const [dumps, snapshotBucket, mirrors] = hubBuckets as [string, string, string];
   config = testConfig({
     redisPrefix: `lbtest-dashboard-${Date.now()}`,
-    targets: { hub: { kind: 's3', endpoint: s3.endpoint, accessKeyId: '${env:TEST_S3_ACCESS_KEY}', secretAccessKey: '${env:TEST_S3_SECRET_KEY}', partSizeMiB: 5, queueSize: 2, capacityBytes: 1024 ** 3 } },
+    targets: { hub: { kind: 's3', endpoint: s3.endpoint, accessKeyId: '${env:TEST_S3_ACCESS_KEY}', secretAccessKey: '${env:TEST_S3_SECRET_KEY}', partSizeMiB: 5, queueSize: 2, capacityBytes: 1024 ** 3 }, usb: { kind: 'dir', path: join(work, 'usb') } },
     datasets: [
-      { id: 'pg', kind: 'postgres', source: { mode: 'direct', url: pg.url }, target: { name: 'hub', bucket: dumps } },
+      { id: 'pg', kind: 'postgres', source: { mode: 'direct', url: pg.url }, target: { name: 'hub', bucket: dumps }, replicas: [{ target: 'usb', bucket: 'lifeboat' }] },
       { id: 'k3s', kind: 'etcd', source: { snapshotDir: snapshots, settleSeconds: 0 }, target: { name: 'hub', bucket: snapshotBucket } },
       {
         id: 'photos', kind: 'bucket',
@@ -128,6 +129,7 @@ beforeAll(async () => {
 
   const dump = await run(dumpPostgres, { dataset: 'pg' });
   await run(verifyObject, { dataset: 'pg', key: dump.key });
+  await run(replicateBackup, { dataset: 'pg' });
   const mirrored = await run(mirrorBucket, { dataset: 'photos' });
   await run(verifyObject, { dataset: 'photos', key: mirrored.key });
   const [snapshot] = (await run(uploadEtcd, { dataset: 'k3s' })).uploaded as string[];

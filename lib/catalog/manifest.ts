@@ -40,7 +40,7 @@ export const checkSchema = z.object({ name: z.string(), ok: z.boolean(), detail:
 export type Check = z.infer<typeof checkSchema>;
 
 /** Why a verification ran: the upload's fan-out or a notification, the scrub, a CLI request, or retention re-proving a copy it keeps. */
-export const verifyTriggers = ['upload', 'scrub', 'manual', 'retention'] as const;
+export const verifyTriggers = ['upload', 'scrub', 'manual', 'retention', 'replicate'] as const;
 export type VerifyTrigger = (typeof verifyTriggers)[number];
 
 /** One past result in verify.json's history, newest first. */

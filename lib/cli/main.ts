@@ -248,6 +248,7 @@ program
   .option('--at <iso-time>', 'bucket datasets: the mirror as it was at this time (a versioned hub): undoes a bad deletion run', parseIsoDateTime)
   .option('--overwrite', 'bucket datasets: also replace destination objects that are newer than the hub\'s copy')
   .option('--concurrency <n>', 'bucket datasets: objects copied at once, 1-64 (default 32)', parseConcurrency)
+  .option('--from <replica>', 'read the backup from this replica of the dataset (replicas[].name, default its target) instead of its target: for when the hub is gone')
   .option('--identity <file>', 'an encrypted backup: the age identity file to decrypt with (default: the dataset\'s encryption.identityFile)')
   .option('--json', 'print the result as one JSON object')
   .option('--retries <n>', `for reading the backup and reaching the destination: ${RETRIES_HELP}`, parseAttempts)

@@ -9,6 +9,7 @@ import { dumpRoles } from '../postgres/restore.js';
 import { destinationRoles, requireDatabaseInBackup, restoreOneDatabase, restoreWholeCluster, RestoreRefusedError, type OneDatabase, type PostgresRestore, type RestoreSteps } from '../postgres/restoreBackup.js';
 import { LocalRunner } from '../postgres/runner.js';
 import { decrypterFor } from '../crypto/identity.js';
+import { findReplica, replicaDataset } from '../replica/view.js';
 import { DecryptionError } from '../crypto/age.js';
 import { CliError, EXIT, exitCodeOf, inlineRetries } from './exit.js';
 import { formatBytes, table } from './format.js';
@@ -52,6 +53,8 @@ export interface RestoreOptions {
   json?: boolean;
   /** The age identity to decrypt with, instead of the dataset's encryption.identityFile. */
   identity?: string;
+  /** Read the backup from this replica of the dataset instead of its target. */
+  from?: string;
 }
 
 export type { PostgresRestoreResult } from '../postgres/restoreBackup.js';
@@ -60,8 +63,18 @@ export type RestoreCliOptions = RestoreOptions & Omit<BucketRestoreCommandOption
 
 const BUCKET_FLAGS = ['toTarget', 'toSource', 'toBucket', 'toPrefix', 'prefix', 'at', 'overwrite', 'concurrency'] as const;
 
+/** The config with the dataset read from one of its replicas: the restore then never touches the primary target. */
+function fromReplica(config: Config, datasetId: string, from: string): Config {
+  const dataset = config.datasets.find((d) => d.id === datasetId);
+  if (!dataset) return config; // the restore names the unknown dataset itself
+  const replica = findReplica(dataset, from);
+  if (typeof replica === 'string') throw new CliError(`--from: ${replica}`, EXIT.usage);
+  return { ...config, datasets: config.datasets.map((d) => (d === dataset ? replicaDataset(d, replica) : d)) };
+}
+
 /** `lifeboat restore`: postgres into a server (`--to`), a bucket mirror into a bucket (`--to-target`/`--to-source`), etcd into a directory (`--to-dir`). */
-export async function restoreByKind(config: Config, log: Logger, opts: RestoreCliOptions): Promise<number> {
+export async function restoreByKind(original: Config, log: Logger, opts: RestoreCliOptions): Promise<number> {
+  const config = opts.from === undefined ? original : fromReplica(original, opts.dataset, opts.from);
   if (!opts.json) return restoreFor(config, log, opts);
   // With --json a failure is a result too, so a script reads one object whatever happened.
   return restoreFor(config, log, opts).catch((err: unknown) => {

@@ -19,6 +19,8 @@ const HELP: Record<string, string> = {
   lifeboat_dataset_bytes: 'Bytes a dataset holds on its target.',
   lifeboat_webhook_events_total: 'Bucket notification records received, by what became of them.',
   lifeboat_orphan_uploads_aborted_total: 'Incomplete multipart uploads (or temp files) aborted by pruneCheck.',
+  lifeboat_replica_last_success_timestamp_seconds: 'Tick (Unix time) of the newest backup verified on the replica.',
+  lifeboat_replica_lag_seconds: "How far the replica's newest verified backup is behind the primary's newest, in seconds.",
   lifeboat_drill_last_success_timestamp_seconds: 'Unix time a restore drill of the dataset last passed.',
   lifeboat_drill_last_failure_timestamp_seconds: 'Unix time a restore drill of the dataset last failed.',
   lifeboat_drill_duration_seconds: 'Duration of the last passing restore drill (restore plus checks).',

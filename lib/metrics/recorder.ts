@@ -84,6 +84,10 @@ abstract class BaseRecorder implements MetricsRecorder {
       const p = payload as EventPayload<'backup.verified'>;
       await this.setIfNewer(field('lifeboat_verify_last_success_timestamp_seconds', { dataset: p.dataset, kind: p.kind }), seconds(p.checkedAt), []);
       await this.unset(field(CORRUPT_MARKER, { dataset: p.dataset, kind: p.kind, key: p.key }));
+    } else if (event === 'backup.replicated') {
+      const p = payload as EventPayload<'backup.replicated'>;
+      const labels = { dataset: p.dataset, replica: p.replica };
+      await this.setIfNewer(field('lifeboat_replica_last_success_timestamp_seconds', labels), seconds(p.backupAt), [[field('lifeboat_replica_lag_seconds', labels), p.lagSeconds]]);
     } else if (event === 'catalog.measured') {
       const p = payload as EventPayload<'catalog.measured'>;
       for (const name of await this.fieldNames()) {
