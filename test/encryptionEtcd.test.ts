@@ -1,6 +1,6 @@
 import type { ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rename, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
@@ -13,8 +13,8 @@ import { drillRecordSchema, manifestSchema } from '../lib/catalog/manifest.js';
 import { restoreEtcdCommand } from '../lib/cli/restoreEtcd.js';
 import type { Config } from '../lib/config/schema.js';
 import { recipientFingerprint } from '../lib/crypto/recipients.js';
-import { etcdctl, startEtcd, zipSnapshot } from './etcd.js';
-import { createBucket, listKeys, logger, removeBucket, runOnce, s3Client, testConfig } from './helpers.js';
+import { cleanUpEtcdTest, etcdctl, RAW_SNAPSHOT, startEtcd, ZIP_SNAPSHOT, zipSnapshot } from './etcd.js';
+import { createBucket, listKeys, logger, runOnce, s3Client, testConfig } from './helpers.js';
 
 // Real etcd snapshots (Debian's etcd-server), real Ceph RGW, real age; the drill restores with the real etcdctl.
 let etcd: ChildProcess | undefined;
@@ -23,9 +23,8 @@ let client: S3Client;
 let bucket: string;
 let identityFile: string;
 let recipient: string;
-const T1 = 1795651200; // 2026-11-26T00:00:00Z
-const RAW = `etcd-snapshot-node1-${T1}`;
-const ZIP = `etcd-snapshot-node1-${T1 + 3600}.zip`;
+const RAW = RAW_SNAPSHOT;
+const ZIP = ZIP_SNAPSHOT;
 const MARKER = '/registry/secrets/plaintext-canary';
 
 beforeAll(async () => {
@@ -50,14 +49,7 @@ beforeAll(async () => {
   await writeFile(identityFile, `${identity}\n`, { mode: 0o600 });
 }, 60_000);
 
-afterAll(async () => {
-  etcd?.kill('SIGKILL');
-  await rm(work, { recursive: true, force: true });
-  if (client) {
-    await removeBucket(client, bucket);
-    client.destroy();
-  }
-});
+afterAll(() => cleanUpEtcdTest({ etcd, work, client, bucket }));
 
 function config(withIdentity: boolean): Config {
   return testConfig({
