@@ -9,6 +9,8 @@ import { verifyObject } from '../functions/verifyObject.js';
 import { listBackups } from '../lib/catalog/catalog.js';
 import { verifyRecordSchema } from '../lib/catalog/manifest.js';
 import { restoreByKind } from '../lib/cli/restore.js';
+import { backupsLsCommand } from '../lib/cli/backupsLs.js';
+import type { LoadedConfig } from '../lib/config/load.js';
 import type { Config } from '../lib/config/schema.js';
 import { targetEvents } from '../lib/metrics/rebuild.js';
 import { openLocal } from '../lib/plumbing/app.js';
@@ -109,6 +111,22 @@ describe('replicateBackup: a verified second copy, on real RGW and a real direct
     } finally {
       await deps.close();
     }
+  });
+
+  it('`backups ls` says where each backup exists, and names a replica it cannot read', async () => {
+    const lines = async (cfg: Config) => {
+      const out: string[] = [];
+      const write = process.stdout.write;
+      process.stdout.write = ((chunk: string) => out.push(chunk) > 0) as unknown as typeof process.stdout.write;
+      try {
+        await backupsLsCommand({ config: cfg, source: 'test' } as LoadedConfig, logger(), { dataset: 'shop', json: true });
+      } finally {
+        process.stdout.write = write;
+      }
+      return out.join('').trim().split('\n').map((l) => JSON.parse(l) as { copies?: string[] });
+    };
+    expect((await lines(config())).map((b) => b.copies)).toEqual([['usb', 'offsite'], ['usb', 'offsite'], ['usb', 'offsite']]);
+    expect((await lines(config({ cloudEndpoint: 'http://127.0.0.1:1' }))).map((b) => b.copies)[0]).toEqual(['usb', 'offsite (unreachable)']);
   });
 
   it("the replica's own retention deletes on the replica only, and keeps its N verified copies", async () => {

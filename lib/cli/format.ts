@@ -45,7 +45,8 @@ export function mirrored(manifest: Manifest): { objects?: number; bytes: number 
 }
 
 /** A listed backup: the catalog entry, with its drill when the caller read it (apiBackup). */
-export type ListedBackup = BackupEntry & { drill?: ApiBackup['drill'] };
+/** copies: where else the backup exists (its replicas), when the dataset has any. */
+export type ListedBackup = BackupEntry & { drill?: ApiBackup['drill']; copies?: string[] };
 
 /** "verified 3 h ago (scrub 2 d ago)": the newest check, and the newest scrub when that was another check. */
 function verification(e: BackupEntry, now: Date): string {
@@ -62,15 +63,18 @@ function verification(e: BackupEntry, now: Date): string {
  * mirror's SIZE and OBJECTS are what it mirrored.
  */
 export function backupsTable(entries: ListedBackup[], orphans: Array<OrphanFolder & { dataset: string }> = [], now = new Date()): string {
-  const rows = [['DATASET', 'BACKUP', 'AGE', 'SIZE', 'OBJECTS', 'STATUS', 'DRILL', 'KEY']];
+  // The COPIES column only when some dataset has replicas: most installs have one target.
+  const withCopies = entries.some((e) => e.copies !== undefined);
+  const copiesCell = (copies: string[] | undefined) => (withCopies ? [copies?.length ? copies.join(', ') : '-'] : []);
+  const rows = [['DATASET', 'BACKUP', 'AGE', 'SIZE', 'OBJECTS', 'STATUS', 'DRILL', ...(withCopies ? ['COPIES'] : []), 'KEY']];
   for (const e of entries) {
     const copy = mirrored(e.manifest);
     const size = copy ? formatBytes(copy.bytes) : formatBytes(e.manifest.artifact.size);
     const drill = e.drill ? `${e.drill.ok ? 'ok' : 'FAILED'} ${age(new Date(e.drill.at), now)}` : '-';
-    rows.push([e.dataset, e.id, age(new Date(e.manifest.finishedAt), now), size, copy?.objects === undefined ? '-' : String(copy.objects), verification(e, now), drill, e.manifest.artifact.key]);
+    rows.push([e.dataset, e.id, age(new Date(e.manifest.finishedAt), now), size, copy?.objects === undefined ? '-' : String(copy.objects), verification(e, now), drill, ...copiesCell(e.copies), e.manifest.artifact.key]);
   }
   for (const o of orphans) {
-    rows.push([o.dataset, o.id, age(o.lastModified, now), formatBytes(o.bytes), String(o.keys.length), o.reason === 'no manifest' ? 'incomplete (no manifest)' : 'unreadable manifest', '-', '-']);
+    rows.push([o.dataset, o.id, age(o.lastModified, now), formatBytes(o.bytes), String(o.keys.length), o.reason === 'no manifest' ? 'incomplete (no manifest)' : 'unreadable manifest', '-', ...copiesCell(undefined), '-']);
   }
   return table(rows);
 }
