@@ -7,6 +7,8 @@ import type { BucketDataset } from '../lib/config/schema.js';
 import { backupSizeBytes } from '../lib/metrics/backupSize.js';
 import { checkBucket, mirrorBucket as mirror, type DeletionGuard, type PlannedAction } from '../lib/mirror/mirror.js';
 import { S3Store } from '../lib/targets/s3.js';
+import { datasetDecrypter } from '../lib/crypto/identity.js';
+import { mirrorEncryption } from '../lib/mirror/encrypted.js';
 import { cronPerDataset, defineFunction } from '../queue/define.js';
 import { PermanentError } from '../queue/errors.js';
 
@@ -39,6 +41,13 @@ export const mirrorBucket = defineFunction({
     await checkBucket(source, `dataset ${dataset.id} source (${dataset.source.endpoint})`, ctx.signal);
     await checkBucket(destination, `dataset ${dataset.id} destination (target ${dataset.target.name})`, ctx.signal);
 
+    // Fails closed: a recipient that does not parse stops the run here, before anything is listed or copied.
+    const encryption = dataset.encryption ? await mirrorEncryption(dataset.encryption.recipients, `dataset ${dataset.id}`) : undefined;
+    // The identity only deepens the sample check (decrypt and hash); without it the recorded sha256 is compared.
+    const decrypter = dataset.encryption ? datasetDecrypter(dataset) : undefined;
+    if (decrypter && 'unavailable' in decrypter) ctx.log.info({ reason: decrypter.unavailable }, 'sample check compares recorded plaintext hashes: no identity here');
+    const decrypt = decrypter && 'stage' in decrypter ? decrypter.stage : undefined;
+
     const plan: PlannedAction[] = [];
     const started = ctx.deps.clock();
     const m = dataset.mirror;
@@ -54,6 +63,8 @@ export const mirrorBucket = defineFunction({
         concurrency: m.concurrency,
         sample: m.sample,
         dryRun: input.dryRun ?? false,
+        encryption,
+        decrypt,
         signal: ctx.signal,
         log: ctx.log,
         onAction: input.dryRun ? (a) => plan.length < 1000 && plan.push(a) : undefined,
@@ -77,6 +88,7 @@ export const mirrorBucket = defineFunction({
       deletion: m.deletion,
       from: { endpoint: dataset.source.endpoint, bucket: dataset.source.bucket, prefix: dataset.source.prefix },
       to: { target: dataset.target.name, bucket: destination.bucket, prefix: dataset.target.prefix },
+      ...(encryption && { encryption: { scheme: 'age', recipients: encryption.fingerprints, sample: decrypt ? 'decrypted' : 'recorded sha256' } }),
       startedAt: started.toISOString(),
       finishedAt: finished.toISOString(),
       ...result,

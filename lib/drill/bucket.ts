@@ -11,6 +11,10 @@ import { S3Store } from '../targets/s3.js';
 import { ObjectNotFoundError, type ObjectInfo } from '../targets/store.js';
 import { errorMessage, PermanentError } from '../../queue/errors.js';
 import type { Drill } from './types.js';
+import type { Duplex } from 'node:stream';
+import { DecryptionError } from '../crypto/age.js';
+import { requireDecrypter } from '../crypto/identity.js';
+import { copyDecrypted, isEncryptedCopy } from '../mirror/encrypted.js';
 
 const MiB = 1024 * 1024;
 /** Sampled objects restored and compared at once. */
@@ -66,6 +70,11 @@ interface Tally {
   compared: number;
   changedSinceMirror: number;
   mismatches: string[];
+  /** Encrypted datasets: sampled hub objects that did not decrypt to what the mirror recorded, with why. */
+  undecryptable: string[];
+  decrypted: number;
+  /** Encrypted datasets: sampled hub objects stored without the marker (plaintext). */
+  plaintext: string[];
 }
 
 /**
@@ -82,10 +91,18 @@ export const drillBucket: Drill<BucketDataset> = async (dataset, { deps, log, si
   const reportKey = entry.manifest.artifact.key;
   const scratch = drillScratchPrefix(dataset, tick);
   const where = `scratch prefix ${hub.bucket}/${scratch} on target ${hub.target}`;
-  log.info({ backup: entry.id, key: reportKey, scratch }, 'drill starting');
+  // Encrypted: the drill proves the key too. No identity is a recorded, final failure, before anything is copied.
+  let decrypt: (() => Duplex) | undefined;
+  try {
+    decrypt = dataset.encryption ? requireDecrypter(dataset, `drill dataset ${dataset.id}`) : undefined;
+  } catch (err) {
+    if (!(err instanceof DecryptionError)) throw err;
+    return { backup: entry.id, key: reportKey, recordKey: siblingKey(reportKey, DRILL_FILE), mode: 'scratch-prefix', where: 'not started', restoreMs: 0, checks: [{ name: 'decrypt', ok: false, detail: err.message }], retryable: undefined };
+  }
+  log.info({ backup: entry.id, key: reportKey, scratch, encrypted: decrypt !== undefined }, 'drill starting');
 
   const checks: Check[] = [await reportCheck(hub, reportKey, signal)];
-  const tally: Tally = { copied: 0, bytes: 0, compared: 0, changedSinceMirror: 0, mismatches: [] };
+  const tally: Tally = { copied: 0, bytes: 0, compared: 0, changedSinceMirror: 0, mismatches: [], undecryptable: [], decrypted: 0, plaintext: [] };
   const reservoir = new Reservoir(dataset.drill.sample);
   let retryable: unknown;
   let restoreMs = 0;
@@ -98,9 +115,10 @@ export const drillBucket: Drill<BucketDataset> = async (dataset, { deps, log, si
     }
     sampled = reservoir.picked();
     const started = Date.now();
-    await pool(sampled, (o) => drillOne(dataset, hub, deps.bucketSource(dataset), scratch, o, tally, signal));
+    await pool(sampled, (o) => drillOne(dataset, hub, deps.bucketSource(dataset), scratch, o, tally, signal, decrypt));
     restoreMs = Date.now() - started;
     checks.push(restoreCheck(entry.manifest.source, reservoir.seen, sampled.length, tally, scratch));
+    if (decrypt) checks.push(decryptCheck(tally));
     checks.push(sha256Check(sampled.length, tally));
   } catch (err) {
     retryable = err;
@@ -129,6 +147,7 @@ export const drillBucket: Drill<BucketDataset> = async (dataset, { deps, log, si
       changedSinceMirror: tally.changedSinceMirror,
       mismatches: tally.mismatches.length,
       bytes: tally.bytes,
+      ...(decrypt && { decrypted: tally.decrypted, undecryptable: tally.undecryptable.length, plaintext: tally.plaintext.length }),
     },
   };
 };
@@ -146,22 +165,39 @@ async function pool<T>(items: T[], task: (item: T) => Promise<void>): Promise<vo
 }
 
 /** Copy one hub object into scratch, then compare the copy with the source object if the source still has the mirrored version. */
-async function drillOne(dataset: BucketDataset, hub: S3Store, source: S3Store, scratch: string, o: ObjectInfo, tally: Tally, signal: AbortSignal): Promise<void> {
+async function drillOne(dataset: BucketDataset, hub: S3Store, source: S3Store, scratch: string, o: ObjectInfo, tally: Tally, signal: AbortSignal, decrypt?: () => Duplex): Promise<void> {
   const relative = o.key.slice(dataset.target.prefix.length);
   const scratchKey = scratch + relative;
   const head = await hub.head(o.key, { signal });
   if (!head) return void (tally.changedSinceMirror += 1);
   const m = dataset.mirror;
   try {
-    // The restore data path: the same copy the mirror made, from the hub this time.
-    await copyObject({
-      source: { client: hub.client, bucket: hub.bucket, key: o.key, etag: head.etag, size: head.size },
-      destination: { client: hub.client, bucket: hub.bucket, key: scratchKey },
-      multipartThreshold: m.multipartThresholdMiB * MiB,
-      partSize: m.partSizeMiB * MiB,
-      partConcurrency: 2,
-      signal,
-    });
+    if (decrypt && isEncryptedCopy(head.metadata)) {
+      // The restore data path of an encrypted mirror: decrypt, check against the record, write plaintext.
+      try {
+        await copyDecrypted({
+          source: { client: hub.client, bucket: hub.bucket, key: o.key, etag: head.etag, size: head.size },
+          destination: { client: hub.client, bucket: hub.bucket, key: scratchKey },
+          decrypt, multipartThreshold: m.multipartThresholdMiB * MiB, partSize: m.partSizeMiB * MiB, signal,
+        });
+        tally.decrypted += 1;
+      } catch (err) {
+        if (!(err instanceof DecryptionError)) throw err;
+        tally.undecryptable.push(`${o.key}: ${err.message}`);
+        return;
+      }
+    } else {
+      if (decrypt) tally.plaintext.push(o.key);
+      // The restore data path: the same copy the mirror made, from the hub this time.
+      await copyObject({
+        source: { client: hub.client, bucket: hub.bucket, key: o.key, etag: head.etag, size: head.size },
+        destination: { client: hub.client, bucket: hub.bucket, key: scratchKey },
+        multipartThreshold: m.multipartThresholdMiB * MiB,
+        partSize: m.partSizeMiB * MiB,
+        partConcurrency: 2,
+        signal,
+      });
+    }
   } catch (err) {
     if (!goneFromHub(err)) throw err instanceof S3ServiceException ? new Error(`copying ${o.key} into ${scratchKey}: ${describeS3Error(err)}`, { cause: err }) : err;
     return void (tally.changedSinceMirror += 1);
@@ -205,6 +241,19 @@ function restoreCheck(manifestSource: Record<string, unknown>, listed: number, s
   if (listed === 0 && expected) return { name: 'sample restore', ok: false, detail: `the hub lists no mirrored objects, the report counted ${expected} at the source` };
   if (listed === 0) return { name: 'sample restore', ok: true, detail: 'the mirror is empty, as its report says' };
   return { name: 'sample restore', ok: true, detail: `copied ${tally.copied} of ${sampled} sampled objects (${tally.bytes} bytes, of ${listed} listed) into ${scratch}` };
+}
+
+function decryptCheck(tally: Tally): Check {
+  const failed = tally.undecryptable;
+  if (failed.length > 0) {
+    const named = failed.slice(0, NAMED).join('; ') + (failed.length > NAMED ? `; … (${failed.length - NAMED} more)` : '');
+    return { name: 'decrypt', ok: false, detail: `${failed.length} of ${tally.decrypted + failed.length} sampled hub objects did not decrypt to what the mirror recorded: ${named}` };
+  }
+  if (tally.plaintext.length > 0) {
+    const named = tally.plaintext.slice(0, NAMED).join(', ') + (tally.plaintext.length > NAMED ? ', …' : '');
+    return { name: 'decrypt', ok: false, detail: `${tally.plaintext.length} sampled hub objects are stored in plaintext although the dataset is encrypted (run the mirror to re-copy them encrypted): ${named}` };
+  }
+  return { name: 'decrypt', ok: true, detail: `decrypted ${tally.decrypted} sampled objects with the identity; each matched the sha256 recorded at copy time` };
 }
 
 function sha256Check(sampled: number, tally: Tally): Check {

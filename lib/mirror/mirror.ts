@@ -1,3 +1,4 @@
+import type { Duplex } from 'node:stream';
 import { S3ServiceException } from '@aws-sdk/client-s3';
 import type { Logger } from 'pino';
 import { PermanentError } from '../../queue/errors.js';
@@ -7,6 +8,8 @@ import type { S3Store } from '../targets/s3.js';
 import { ObjectNotFoundError, type ObjectInfo } from '../targets/store.js';
 import { headersFingerprint } from '../targets/headers.js';
 import { copyObject } from './copy.js';
+import { DecryptionError } from '../crypto/age.js';
+import { copyEncrypted, decryptedHash, encryptedRecord, isEncryptedCopy, type MirrorEncryption } from './encrypted.js';
 import { SOURCE_ETAG_METADATA, SOURCE_HEADERS_METADATA } from './headers.js';
 import { mergeJoin } from './merge.js';
 import { taskPool } from './pool.js';
@@ -29,6 +32,10 @@ export interface MirrorOptions {
   log: Logger;
   /** Called for every planned or performed action (the dry-run plan). */
   onAction?: (action: PlannedAction) => void;
+  /** Store every copy as age ciphertext under its own key (lib/mirror/encrypted.ts). */
+  encryption?: MirrorEncryption;
+  /** With encryption: the dataset's identity, when it is available here; the sample is then decrypted and hashed. */
+  decrypt?: () => Duplex;
   /** After every source object compared and every copy: source objects seen so far, and what was copied. */
   onProgress?: (done: { compared: Tally; copied: Tally }) => void;
 }
@@ -37,8 +44,8 @@ export interface PlannedAction {
   action: 'copy' | 'delete';
   key: string;
   size: number;
-  /** metadata: same bytes, but the source's headers or user metadata changed. */
-  reason: 'new' | 'changed' | 'metadata' | 'extraneous';
+  /** metadata: same bytes, but the source's headers or user metadata changed. unencrypted: encryption is on and the hub's copy is plaintext. */
+  reason: 'new' | 'changed' | 'metadata' | 'unencrypted' | 'extraneous';
 }
 
 /**
@@ -78,6 +85,9 @@ export interface MirrorResult {
 }
 
 const DEFAULT_HELD_DELETE_KEYS = 10_000;
+/** Copies of an encrypted object whose source keeps changing under them, before giving up on it for this run. */
+const ENCRYPTED_COPY_TRIES = 3;
+const unquote = (etag: string) => etag.replace(/"/g, '');
 const DELETE_BATCH = 1000;
 
 export { MirrorStoppedError } from './run.js';
@@ -170,10 +180,38 @@ export async function mirrorBucket(source: Side, destination: Side, options: Mir
     await deleteBatch(batch);
   };
   // Runs inside a pool slot: either its own, or that of the HEAD that found the object changed.
-  const copyNow = async (o: ObjectInfo, reason: 'new' | 'changed' | 'metadata') => {
+  const encryption = options.encryption;
+  // Returns the plaintext size copied (the source may have changed under the first try).
+  const copyEncryptedNow = async (o: ObjectInfo, enc: MirrorEncryption): Promise<number> => {
+    let current = { etag: o.etag, size: o.size };
+    for (let attempt = 1; ; attempt += 1) {
+      await copyEncrypted({
+        source: { client: source.store.client, bucket: source.store.bucket, key: source.prefix + o.key, ...current },
+        destination: { client: destination.store.client, bucket: destination.store.bucket, key: destKey(o.key) },
+        encryption: enc, multipartThreshold: options.multipartThreshold, partSize: options.partSize, signal,
+      });
+      // The no-change rule trusts "source older than the hub copy": a source write that landed while
+      // this copy ran is older than the copy yet not in it, so look once more and copy again if so.
+      result.heads += 1;
+      const now = await source.store.head(source.prefix + o.key, { signal });
+      if (!now || unquote(now.etag) === unquote(current.etag)) return current.size;
+      if (attempt === ENCRYPTED_COPY_TRIES) {
+        // Never leave a copy that a later run would take for current.
+        await destination.store.delete([destKey(o.key)], { signal });
+        throw new Error(`the source changed during each of ${ENCRYPTED_COPY_TRIES} encrypted copies; its hub copy was removed so the next run copies it again`);
+      }
+      current = { etag: now.etag, size: now.size };
+    }
+  };
+  const copyNow = async (o: ObjectInfo, reason: PlannedAction['reason']) => {
     options.onAction?.({ action: 'copy', key: o.key, size: o.size, reason });
     if (options.dryRun) return add(result.copied, o.size);
     try {
+      if (encryption) {
+        add(result.copied, await copyEncryptedNow(o, encryption));
+        options.onProgress?.({ compared: result.source, copied: result.copied });
+        return;
+      }
       await copyObject({
         source: { client: source.store.client, bucket: source.store.bucket, key: source.prefix + o.key, etag: o.etag, size: o.size },
         destination: { client: destination.store.client, bucket: destination.store.bucket, key: destKey(o.key) },
@@ -189,7 +227,7 @@ export async function mirrorBucket(source: Side, destination: Side, options: Mir
       fail(o.key, err);
     }
   };
-  const copy = (o: ObjectInfo, reason: 'new' | 'changed' | 'metadata') => (options.dryRun ? copyNow(o, reason) : run(() => copyNow(o, reason)));
+  const copy = (o: ObjectInfo, reason: PlannedAction['reason']) => (options.dryRun ? copyNow(o, reason) : run(() => copyNow(o, reason)));
 
   const headOrFail = <T>(key: string, head: () => Promise<T>) =>
     head().catch((err: unknown) => {
@@ -197,6 +235,33 @@ export async function mirrorBucket(source: Side, destination: Side, options: Mir
       fail(key, err);
       return null;
     });
+  /**
+   * The no-change rule with encryption. A listing has no metadata and a ciphertext's ETag is random, so
+   * an encrypted copy is unchanged without a request when its listed size is exactly the ciphertext size
+   * of the source's size (a plaintext copy is always shorter) and the source is not newer than the copy
+   * (copyEncryptedNow re-checks the source after each copy, so a write during it is not hidden). Else a
+   * HEAD, where the plaintext path HEADs too: no marker is a plaintext copy (re-copied encrypted), then
+   * the recorded source ETag and headers fingerprint decide. Like the plaintext path's metadata rule it
+   * needs the two servers' clocks to agree (NTP).
+   */
+  const compareEncrypted = async (s: ObjectInfo, d: ObjectInfo, enc: MirrorEncryption) => {
+    if (d.size !== enc.ciphertextSize(s.size)) return copy(s, d.size === s.size ? 'unencrypted' : 'changed');
+    // Strictly older: a listing's time may be whole seconds, and a write in the copy's own second must be looked at.
+    if (s.lastModified < d.lastModified) return add(result.skipped, s.size);
+    await run(async () => {
+      result.heads += 1;
+      const head = await headOrFail(s.key, () => destination.store.head(destKey(s.key), { signal }));
+      if (head === null) return;
+      if (head === undefined) return copyNow(s, 'new');
+      if (!isEncryptedCopy(head.metadata)) return copyNow(s, 'unencrypted');
+      if (unquote(head.metadata[SOURCE_ETAG_METADATA] ?? '') !== unquote(s.etag)) return copyNow(s, 'changed');
+      result.heads += 1;
+      const sourceHead = await headOrFail(s.key, () => source.store.head(source.prefix + s.key, { signal }));
+      if (sourceHead === null) return;
+      if (sourceHead === undefined || head.metadata[SOURCE_HEADERS_METADATA] === headersFingerprint(sourceHead.headers)) return add(result.skipped, s.size);
+      return copyNow(s, 'metadata');
+    });
+  };
   for await (const { key, source: s, destination: d } of mergeJoin(listSide(source, signal), listSide(destination, signal), (o) => o.key, (o) => o.key)) {
     signal?.throwIfAborted();
     if (d) add(result.destination, d.size);
@@ -212,6 +277,7 @@ export async function mirrorBucket(source: Side, destination: Side, options: Mir
     options.onProgress?.({ compared: result.source, copied: result.copied });
     sample.offer(s); // every source object equally likely
     if (!d) await copy(s, 'new');
+    else if (encryption) await compareEncrypted(s, d, encryption);
     else if (d.size !== s.size) await copy(s, 'changed');
     else if (d.etag === s.etag && s.lastModified <= d.lastModified) add(result.skipped, s.size);
     else {
@@ -266,7 +332,7 @@ async function verify(source: Side, destination: Side, options: MirrorOptions, r
     if (d) add(listing.destination, d.size);
     if (s && !d) listing.missing += 1;
     else if (!s && d) listing.extra += 1;
-    else if (s && d && s.size !== d.size) listing.sizeMismatch += 1;
+    else if (s && d && d.size !== (options.encryption ? options.encryption.ciphertextSize(s.size) : s.size)) listing.sizeMismatch += 1;
   }
   listing.ok = listing.missing === 0 && listing.sizeMismatch === 0 && (options.deletion === 'keep' || listing.extra === 0);
   let next = 0;
@@ -274,10 +340,10 @@ async function verify(source: Side, destination: Side, options: MirrorOptions, r
     try {
       const [a, b] = await Promise.all([
         source.store.get(source.prefix + o.key, { signal: options.signal }).then(hashStream),
-        destination.store.get(destination.prefix + o.key, { signal: options.signal }).then(hashStream),
+        options.encryption ? encryptedSampleHash(destination, o.key, options) : destination.store.get(destination.prefix + o.key, { signal: options.signal }).then((r) => hashStream(r).then((h) => h.sha256)),
       ]);
       result.verification.sample.checked += 1;
-      if (a.sha256 !== b.sha256) result.verification.sample.mismatches.push({ key: o.key, source: a.sha256, destination: b.sha256 });
+      if (a.sha256 !== b) result.verification.sample.mismatches.push({ key: o.key, source: a.sha256, destination: b });
     } catch (err) {
       // A missing object is already counted by the listing pass.
       if (err instanceof ObjectNotFoundError) return;
@@ -288,4 +354,31 @@ async function verify(source: Side, destination: Side, options: MirrorOptions, r
   await Promise.all(Array.from({ length: Math.min(4, sample.length) }, async () => {
     while (next < sample.length) await checkOne(sample[next++]!);
   }));
+}
+
+/**
+ * What an encrypted hub copy holds, for the sample: with the identity here, the sha256 of its decrypted
+ * bytes (which must also match the sha256 recorded at copy time); without, the recorded sha256. A copy
+ * without the marker, or one that does not decrypt, reads as a description that matches no hash.
+ */
+async function encryptedSampleHash(destination: Side, key: string, options: MirrorOptions): Promise<string> {
+  const { store } = destination;
+  if (options.decrypt) {
+    try {
+      const plain = await decryptedHash(store.client, store.bucket, destination.prefix + key, options.decrypt, options.signal);
+      if (plain.record && plain.record.sha256 !== plain.sha256) return `decrypted ${plain.sha256}, but the copy's record says ${plain.record.sha256}`;
+      return plain.sha256;
+    } catch (err) {
+      if (err instanceof S3ServiceException && err.$metadata.httpStatusCode === 404) throw new ObjectNotFoundError(store.label, key);
+      if (err instanceof DecryptionError) return `cannot decrypt: ${err.message}`;
+      throw err;
+    }
+  }
+  const head = await store.head(destination.prefix + key, { signal: options.signal });
+  if (!head) throw new ObjectNotFoundError(store.label, key);
+  if (!isEncryptedCopy(head.metadata)) return 'a plaintext copy (no lifeboat-encryption marker)';
+  const record = encryptedRecord(head.metadata);
+  if (!record) return 'an encrypted copy without a readable record of its plaintext';
+  if (head.size !== options.encryption!.ciphertextSize(record.size)) return `recorded ${record.sha256}, but ${head.size} bytes is no ciphertext of ${record.size}`;
+  return record.sha256;
 }

@@ -1,3 +1,4 @@
+import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { isUnreachable } from '../targets/errors.js';
 import { hashStream } from '../targets/hash.js';
@@ -5,6 +6,7 @@ import type { ObjectHeaders } from '../targets/headers.js';
 import type { S3Store } from '../targets/s3.js';
 import { ObjectNotFoundError, type ObjectInfo } from '../targets/store.js';
 import { copyObject } from './copy.js';
+import { copyDecrypted, encryptedRecord, headVersion, isEncryptedCopy } from './encrypted.js';
 import { SOURCE_ETAG_METADATA, unwrapMirrored } from './headers.js';
 import { mergeJoin } from './merge.js';
 import { describeError } from './mirror.js';
@@ -27,6 +29,8 @@ export interface BucketRestoreOptions {
   sample: number;
   signal?: AbortSignal;
   log: Logger;
+  /** The dataset is encrypted: its identity. Marked hub objects are decrypted; without it they are refused, one by one. */
+  decrypt?: () => Duplex;
   /** After every object settled (copied, unchanged or kept): the running totals. */
   onProgress?: (done: { objects: number; bytes: number }) => void;
 }
@@ -75,6 +79,7 @@ const PLAIN_MD5 = /^"?[0-9a-f]{32}"?$/;
  * mirror recorded are plain MD5s (single-part objects on both sides), so they must be equal.
  */
 function changedSinceMirrored(etag: string, headers: ObjectHeaders): string | undefined {
+  if (isEncryptedCopy(headers.metadata)) return 'the hub\'s copy is age-encrypted and this dataset has no encryption configured here; set its encryption (with identityFile) to restore it';
   const recorded = headers.metadata[SOURCE_ETAG_METADATA];
   if (recorded === undefined || !PLAIN_MD5.test(etag) || !PLAIN_MD5.test(recorded) || etag === recorded) return undefined;
   return `the hub's copy changed after the mirror wrote it (its MD5 ETag is ${etag}, the source's was ${recorded}); not restored`;
@@ -105,7 +110,16 @@ export async function restoreBucket(hub: Side, destination: Side, options: Bucke
     offer(o);
     if (options.dryRun) return add(result.copied, o.size);
     try {
-      await copyObject({
+      const decrypted = options.decrypt && await copyDecrypted({
+        source: { client: hub.store.client, bucket: hub.store.bucket, key: hub.prefix + o.key, etag: o.etag, size: o.size, versionId: o.versionId },
+        destination: { client: destination.store.client, bucket: destination.store.bucket, key: destination.prefix + o.key },
+        decrypt: options.decrypt,
+        multipartThreshold: options.multipartThreshold,
+        partSize: options.partSize,
+        signal,
+      });
+      // A hub copy without the marker (mirrored before encryption was on) goes back as it is.
+      if (!decrypted) await copyObject({
         source: { client: hub.store.client, bucket: hub.store.bucket, key: hub.prefix + o.key, etag: o.etag, size: o.size, versionId: o.versionId },
         destination: { client: destination.store.client, bucket: destination.store.bucket, key: destination.prefix + o.key },
         headers: unwrapMirrored,
@@ -145,6 +159,20 @@ export async function restoreBucket(hub: Side, destination: Side, options: Bucke
       settled();
     } else {
       await pool.run(async () => {
+        // An encrypted copy records the original's size and ETag.
+        if (options.decrypt) {
+          result.heads += 1;
+          const head = await headVersion(hub.store.client, hub.store.bucket, hub.prefix + key, s.versionId, signal).catch((err: unknown) => {
+            if (signal?.aborted || isUnreachable(err)) throw stop(err);
+            return undefined;
+          });
+          const record = head && encryptedRecord(head.metadata);
+          if (record && record.size === d.size && record.sourceEtag !== undefined && record.sourceEtag.replace(/"/g, '') === d.etag.replace(/"/g, '')) {
+            add(result.unchanged, s.size);
+            offer(s);
+            return settled();
+          }
+        }
         // The original of a multipart copy: its ETag is the one the mirror recorded on the hub.
         if (d.size === s.size && !s.versionId) {
           result.heads += 1;
@@ -174,7 +202,7 @@ async function check(hub: Side, destination: Side, options: BucketRestoreOptions
   for await (const { key, source: s, destination: d } of mergeJoin(listUnder(hub, options.prefix, options.at, options.signal), listUnder(destination, options.prefix, undefined, options.signal), (o) => o.key, (o) => o.key)) {
     if (!s) continue;
     if (!d) listing.missing += 1;
-    else if (d.size !== s.size && !kept.has(key)) listing.sizeMismatch += 1;
+    else if (d.size !== s.size && !kept.has(key) && !(await decryptedSize(hub, s, d.size, options))) listing.sizeMismatch += 1;
   }
   listing.ok = listing.missing === 0 && listing.sizeMismatch === 0;
   const checked = sample.filter((o) => !kept.has(o.key));
@@ -182,7 +210,7 @@ async function check(hub: Side, destination: Side, options: BucketRestoreOptions
   const checkOne = async (o: HubObject) => {
     try {
       const [a, b] = await Promise.all([
-        hub.store.get(hub.prefix + o.key, { signal: options.signal, versionId: o.versionId }).then(hashStream),
+        hubPlaintextHash(hub, o, options),
         destination.store.get(destination.prefix + o.key, { signal: options.signal }).then(hashStream),
       ]);
       result.verification.sample.checked += 1;
@@ -196,4 +224,21 @@ async function check(hub: Side, destination: Side, options: BucketRestoreOptions
   await Promise.all(Array.from({ length: Math.min(4, checked.length) }, async () => {
     while (next < checked.length) await checkOne(checked[next++]!);
   }));
+}
+
+/** An encrypted hub copy restored at its original size: the size its record names. */
+async function decryptedSize(hub: Side, o: HubObject, size: number, options: BucketRestoreOptions): Promise<boolean> {
+  if (!options.decrypt) return false;
+  const head = await headVersion(hub.store.client, hub.store.bucket, hub.prefix + o.key, o.versionId, options.signal);
+  return head !== undefined && encryptedRecord(head.metadata)?.size === size;
+}
+
+/** What the restored object must hash to: an encrypted copy's recorded plaintext sha256 (the copy checked it on the way), else the hub's bytes. */
+async function hubPlaintextHash(hub: Side, o: HubObject, options: BucketRestoreOptions): Promise<{ sha256: string }> {
+  if (options.decrypt) {
+    const head = await headVersion(hub.store.client, hub.store.bucket, hub.prefix + o.key, o.versionId, options.signal);
+    const record = head && encryptedRecord(head.metadata);
+    if (record) return { sha256: record.sha256 };
+  }
+  return hub.store.get(hub.prefix + o.key, { signal: options.signal, versionId: o.versionId }).then(hashStream);
 }

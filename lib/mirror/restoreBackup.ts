@@ -7,6 +7,8 @@ import type { Deps } from '../plumbing/deps.js';
 import { TargetError } from '../targets/errors.js';
 import { S3Store } from '../targets/s3.js';
 import { restoreBucket, type BucketRestoreResult } from './restore.js';
+import { DecryptionError } from '../crypto/age.js';
+import { requireDecrypter } from '../crypto/identity.js';
 
 /**
  * A bucket dataset's mirror back into a bucket, from the hub alone: the steps `lifeboat restore` and
@@ -83,6 +85,14 @@ export async function restoreMirrorBackup(deps: Deps, dataset: BucketDataset, re
   const hub = deps.storeFor(dataset);
   if (!(hub instanceof S3Store)) throw new BucketRestoreRefusedError(`dataset ${dataset.id}: its target ${dataset.target.name} is not s3`);
   const { destination, toPrefix } = request;
+  // Encrypted: without the identity nothing can be restored, so say so before reading or writing anything.
+  let decrypt;
+  try {
+    decrypt = dataset.encryption ? requireDecrypter(dataset, `restore dataset ${dataset.id}`) : undefined;
+  } catch (err) {
+    if (err instanceof DecryptionError) throw new BucketRestoreRefusedError(err.message);
+    throw err;
+  }
   const entries = await steps.read(`listing ${hub.label}`, () => listBackups(hub, dataset, { signal: steps.signal }));
   const entry = pickMirrorBackup(entries, dataset.id, request.backup);
   const report = await steps.read(`reading ${entry.manifest.artifact.key}`, () => hub.getJson<MirrorReport>(entry.manifest.artifact.key, { signal: steps.signal }));
@@ -104,7 +114,7 @@ export async function restoreMirrorBackup(deps: Deps, dataset: BucketDataset, re
   const started = Date.now();
   const m = dataset.mirror;
   const result = await restoreBucket({ store: hub, prefix: dataset.target.prefix }, { store: destination, prefix: toPrefix }, {
-    prefix, at, overwrite: request.overwrite, dryRun: request.dryRun,
+    prefix, at, overwrite: request.overwrite, dryRun: request.dryRun, decrypt,
     // A dry run creates nothing: the bucket it would create is empty.
     destinationMissing: createdBucket && request.dryRun,
     multipartThreshold: m.multipartThresholdMiB * MiB, partSize: m.partSizeMiB * MiB, concurrency: request.concurrency ?? RESTORE_CONCURRENCY, sample: m.sample,
