@@ -25,6 +25,8 @@ export const manifestSchema = z.object({
         /** recipientFingerprint of each recipient. */
         recipients: z.array(z.string()).min(1),
         plaintext: z.object({ size: z.number().int().nonnegative(), sha256: z.string().regex(/^[0-9a-f]{64}$/) }),
+        /** When `lifeboat rekey` re-encrypted the artifact to these recipients (absent: as first written). */
+        rekeyedAt: z.string().optional(),
       })
       .optional(),
   }),
@@ -40,7 +42,7 @@ export const checkSchema = z.object({ name: z.string(), ok: z.boolean(), detail:
 export type Check = z.infer<typeof checkSchema>;
 
 /** Why a verification ran: the upload's fan-out or a notification, the scrub, a CLI request, or retention re-proving a copy it keeps. */
-export const verifyTriggers = ['upload', 'scrub', 'manual', 'retention', 'replicate'] as const;
+export const verifyTriggers = ['upload', 'scrub', 'manual', 'retention', 'replicate', 'rekey'] as const;
 export type VerifyTrigger = (typeof verifyTriggers)[number];
 
 /** One past result in verify.json's history, newest first. */
