@@ -1,4 +1,4 @@
-import { Duplex, type Readable } from 'node:stream';
+import { Duplex, pipeline, type Readable } from 'node:stream';
 import { Decrypter, Encrypter } from 'age-encryption';
 import { PermanentError } from '../../queue/errors.js';
 import { recipientFingerprint, recipientProblem } from './recipients.js';
@@ -100,10 +100,9 @@ export function parseIdentityFile(content: string): string[] {
     .filter((line) => line !== '' && !line.startsWith('#'));
 }
 
-/** A stream through a stage, with errors of either side reaching the output. */
+/** A stream through a stage; pipeline() destroys both sides on an error of either, so a reader never waits on a dead one. */
 export function through(input: Readable, stage: Duplex): Readable {
-  input.on('error', (err) => stage.destroy(err));
-  return input.pipe(stage);
+  return pipeline(input, stage, () => {});
 }
 
 /** The file name of what was encrypted: "x.zip.age" or, after a rekey, "x.zip.<8 hex>.age" → "x.zip". */
