@@ -10,6 +10,7 @@ import { listBackups } from '../lib/catalog/catalog.js';
 import { verifyRecordSchema } from '../lib/catalog/manifest.js';
 import { restoreByKind } from '../lib/cli/restore.js';
 import { backupsLsCommand } from '../lib/cli/backupsLs.js';
+import { backupDetailPage } from '../lib/ui/backup.js';
 import type { LoadedConfig } from '../lib/config/load.js';
 import type { Config } from '../lib/config/schema.js';
 import { targetEvents } from '../lib/metrics/rebuild.js';
@@ -127,6 +128,18 @@ describe('replicateBackup: a verified second copy, on real RGW and a real direct
     };
     expect((await lines(config())).map((b) => b.copies)).toEqual([['usb', 'offsite'], ['usb', 'offsite'], ['usb', 'offsite']]);
     expect((await lines(config({ cloudEndpoint: 'http://127.0.0.1:1' }))).map((b) => b.copies)[0]).toEqual(['usb', 'offsite (unreachable)']);
+  });
+
+  it("the web UI's backup page lists the replicas holding the backup", async () => {
+    const cfg = config({ cloudEndpoint: 'http://127.0.0.1:1' });
+    const deps = openLocal(cfg, logger());
+    try {
+      const [newest] = await listBackups(deps.storeFor(cfg.datasets[0]!), cfg.datasets[0]!);
+      const page = await backupDetailPage(deps, { config: cfg, now: new Date(), operator: false }, cfg.datasets[0]!, newest!.id, new AbortController().signal);
+      expect(page.body.text).toMatch(/<th scope="row">Copies on replicas<\/th><td>usb, offsite \(unreachable: TargetUnreachableError: cannot reach target cloud/);
+    } finally {
+      await deps.close();
+    }
   });
 
   it("the replica's own retention deletes on the replica only, and keeps its N verified copies", async () => {

@@ -5,14 +5,17 @@ import { actionButtons, restoreSection } from './actions.js';
 import { html, type Html } from './html.js';
 import { ago, bytes, datasetHref, drillBadge, problem, scroll, statusBadge, type Page, type PageContext } from './parts.js';
 import { recordSection } from './records.js';
+import { replicaCopies } from '../replica/copies.js';
+import { replicasOf } from '../replica/view.js';
 
 /** `/backups/:dataset/:id`: one backup's records, its download, the restore command and (operators) the actions. */
 export async function backupDetailPage(deps: Deps, ctx: PageContext, dataset: Dataset, id: string, signal: AbortSignal): Promise<Page> {
   const detail = await backupDetail(deps, dataset, id, signal);
+  const copies = replicasOf(dataset).length > 0 ? await replicaCopies(deps, dataset, signal) : undefined;
   return {
     title: `${dataset.id} ${id}`,
     body: html`<h1><a href="${datasetHref(dataset.id)}">${dataset.id}</a> / ${id}</h1>
-${summary(ctx, detail)}
+${summary(ctx, detail, copies && where(copies, id))}
 ${ctx.operator && html`<p>${actionButtons(dataset, id)}</p>`}
 <section id="get"><h2>Download and restore</h2>
 ${download(dataset, detail)}
@@ -27,7 +30,13 @@ ${dataset.kind === 'bucket' && recordSection('report', 'Mirror report (report.js
   };
 }
 
-function summary(ctx: PageContext, detail: BackupDetail): Html {
+/** Where else this backup exists: its replicas that hold it, and those that could not be read. */
+function where({ copies, unreachable }: Awaited<ReturnType<typeof replicaCopies>>, id: string): string {
+  const all = [...(copies.get(id) ?? []), ...unreachable.map((u) => `${u.replica} (unreachable: ${u.error})`)];
+  return all.length ? all.join(', ') : 'none yet';
+}
+
+function summary(ctx: PageContext, detail: BackupDetail, copies?: string): Html {
   const b = detail.backup;
   const row = (label: string, value: Html | string) => html`<tr><th scope="row">${label}</th><td>${value}</td></tr>`;
   return html`<section id="summary" data-status="${detail.status}"><h2>Summary</h2>${scroll(html`<table class="record"><tbody>
@@ -39,7 +48,15 @@ ${row('sha256', html`<code>${b.sha256}</code>`)}
 ${row('Key', html`<code>${b.key}</code>`)}
 ${row('Last checked', b.checkedAt ? ago(ctx, b.checkedAt) : 'never')}
 ${row('Drill', drillBadge(ctx, b.drill))}
+${copies !== undefined && row('Copies on replicas', copies)}
+${encryptionOf(detail) && row('Encryption', encryptionOf(detail)!)}
 </tbody></table>`)}</section>`;
+}
+
+/** "age, to 1 recipient (3f9a0c1be2d47a65)" for an encrypted artifact. */
+function encryptionOf(detail: BackupDetail): string | undefined {
+  const e = (detail.manifest as { artifact?: { encryption?: { scheme: string; recipients: string[] } } } | undefined)?.artifact?.encryption;
+  return e && `${e.scheme}, to ${e.recipients.length === 1 ? '1 recipient' : `${e.recipients.length} recipients`} (${e.recipients.join(', ')})`;
 }
 
 function download(dataset: Dataset, detail: BackupDetail): Html {
