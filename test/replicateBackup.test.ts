@@ -17,7 +17,7 @@ import { targetEvents } from '../lib/metrics/rebuild.js';
 import { openLocal } from '../lib/plumbing/app.js';
 import { startThrowawayCluster, type ThrowawayCluster } from '../lib/postgres/cluster.js';
 import { replicaDataset } from '../lib/replica/view.js';
-import { createBucket, listKeys, logger, psql, removeBucket, runOnce, s3Client, s3Env, testConfig, withDatabase } from './helpers.js';
+import { configProblems, createBucket, listKeys, logger, psql, removeBucket, runOnce, s3Client, s3Env, testConfig, withDatabase } from './helpers.js';
 
 // Real PostgreSQL 15, real Ceph RGW (the primary bucket and a second one as the "cloud" replica), and a
 // real directory as the "usb" replica.
@@ -166,5 +166,15 @@ describe('replicateBackup: a verified second copy, on real RGW and a real direct
       await destination.stop();
       primary = await createBucket(client, primary);
     }
+  });
+
+  it('a replica on an unknown target, or two replicas of one name, is a config error naming the field', () => {
+    const raw = (replicas: unknown[]) => ({
+      targets: { hub: { kind: 'dir', path: '/tmp/x' }, usb: { kind: 'dir', path: '/tmp/y' } },
+      datasets: [{ id: 'shop', kind: 'postgres', source: { mode: 'direct', url: 'postgres://db/postgres' }, target: { name: 'hub', bucket: 'pgs' }, replicas }],
+    });
+    expect(configProblems(raw([{ target: 'nas', bucket: 'bbb' }]))).toEqual(['datasets[0].replicas[0].target: unknown target "nas" (known: hub, usb)']);
+    expect(configProblems(raw([{ target: 'usb', bucket: 'aaa' }, { target: 'usb', bucket: 'bbb' }]))).toEqual(['datasets[0].replicas[1]: a second replica named "usb" (also replicas[0]); give one a name of its own']);
+    expect(configProblems(raw([{ target: 'usb', bucket: 'aaa' }, { name: 'usb-b', target: 'usb', bucket: 'bbb' }]))).toEqual([]);
   });
 });

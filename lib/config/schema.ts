@@ -485,6 +485,19 @@ export function crossReferenceIssues(raw: unknown): string[] {
     if (typeof name === 'string' && !targets.includes(name)) {
       issues.push(`datasets[${index}].target.name: unknown target "${name}" (known: ${targets.join(', ') || 'none'})`);
     }
+    const replicas = (dataset as { replicas?: unknown })?.replicas;
+    if (Array.isArray(replicas)) {
+      const names = new Map<string, number>();
+      replicas.forEach((replica: unknown, r) => {
+        const { target, name: replicaName } = (replica ?? {}) as { target?: unknown; name?: unknown };
+        if (typeof target === 'string' && !targets.includes(target)) issues.push(`datasets[${index}].replicas[${r}].target: unknown target "${target}" (known: ${targets.join(', ') || 'none'})`);
+        const called = typeof replicaName === 'string' ? replicaName : target;
+        if (typeof called !== 'string') return;
+        const first = names.get(called);
+        if (first !== undefined) issues.push(`datasets[${index}].replicas[${r}]: a second replica named "${called}" (also replicas[${first}]); give one a name of its own`);
+        else names.set(called, r);
+      });
+    }
     const kind = (dataset as { kind?: unknown })?.kind;
     const targetKind = typeof name === 'string' ? ((root.targets as Record<string, { kind?: unknown }> | undefined)?.[name]?.kind) : undefined;
     if (kind === 'bucket' && targetKind !== undefined && targetKind !== 's3') {
