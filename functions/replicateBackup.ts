@@ -1,37 +1,36 @@
 import { z } from 'zod';
-import { listBackups, type BackupEntry } from '../lib/catalog/catalog.js';
-import { planRetention } from '../lib/catalog/retention.js';
-import type { Dataset } from '../lib/config/schema.js';
+import { listBackups } from '../lib/catalog/catalog.js';
 import { requireDataset } from '../lib/datasets.js';
-import { copyBackup } from '../lib/replica/copy.js';
-import { replicaDataset, replicaName, replicasOf, type Replica } from '../lib/replica/view.js';
-import { defineFunction, type Ctx } from '../queue/define.js';
-import { errorMessage } from '../queue/errors.js';
+import { catchUpReplica, type ReplicaOutcome } from '../lib/replica/catchUp.js';
+import { ReplicationFailedError } from '../lib/replica/errors.js';
+import { replicasOf } from '../lib/replica/view.js';
+import { defineFunction } from '../queue/define.js';
 
-export interface ReplicaOutcome {
-  dataset: string;
-  replica: string;
-  copied: string[];
-  present: number;
-  deleted: string[];
-  guarded?: string;
-  /** Why this replica could not be brought up to date (the job fails after trying the others). */
-  error?: string;
-}
+export type { ReplicaOutcome } from '../lib/replica/catchUp.js';
 
 export const replicateBackup = defineFunction({
   name: 'replicateBackup',
   description: "Copies each verified backup to the dataset's replicas (a dir on another disk, another S3), re-hashes and verifies the copy there, catches up on anything missing and applies the replica's retention.",
   input: z.object({
-    /** One dataset; without it, every dataset with replicas (the scheduled catch-up). */
+    /** One dataset; without it, every dataset with replicas. */
     dataset: z.string().min(1).optional(),
+    /** Set by the schedule; a run always fills in everything missing, this only says why it ran. */
+    catchUp: z.boolean().optional(),
   }),
   triggers: [
-    // A verified backup is copied at once; the same run fills in anything else the replica lacks.
-    { event: 'backup.verified', input: (e: { dataset: string }) => ({ dataset: e.dataset }), filter: (e: { dataset: string }, config) => config.datasets.some((d) => d.id === e.dataset && replicasOf(d).length > 0) },
-    { cron: (config) => (config.datasets.some((d) => replicasOf(d).length > 0) ? [{ id: 'catch-up', pattern: config.replication.schedule, input: {} }] : []) },
+    {
+      event: 'backup.verified',
+      input: (e: { dataset: string }) => ({ dataset: e.dataset }),
+      // The scrub re-verifies old backups daily: one copy job per backup, not one per check.
+      dedupe: (e: { dataset: string; key: string }) => `${e.dataset}/${e.key}`,
+      filter: (e: { dataset: string }, config) => config.datasets.some((d) => d.id === e.dataset && replicasOf(d).length > 0),
+    },
+    // One scheduler per dataset with replicas, so each run holds that dataset's lock.
+    { cron: (config) => config.datasets.filter((d) => replicasOf(d).length > 0).map((d) => ({ id: d.id, pattern: config.replication.schedule, input: { dataset: d.id, catchUp: true } })) },
   ],
   kinds: ['postgres', 'etcd'],
+  // With the dataset's lock, an event's copy and the catch-up never write the same replica folder at once.
+  lock: 'dataset',
   retries: { attempts: 4, backoffMs: 60_000 },
   concurrency: 1,
   timeoutMs: 6 * 3600_000,
@@ -40,59 +39,15 @@ export const replicateBackup = defineFunction({
     const datasets = input.dataset ? [requireDataset(ctx.deps.config, input.dataset)] : ctx.deps.config.datasets.filter((d) => replicasOf(d).length > 0);
     const outcomes: ReplicaOutcome[] = [];
     for (const dataset of datasets) {
-      const primary = ctx.deps.storeFor(dataset);
-      const verified = (await listBackups(primary, dataset, { signal: ctx.signal })).filter((b) => b.status === 'verified');
-      for (const replica of replicasOf(dataset)) outcomes.push(await replicate(ctx, dataset, replica, verified));
+      if (replicasOf(dataset).length === 0) {
+        ctx.log.info({ dataset: dataset.id }, 'dataset has no replicas; nothing to copy');
+        continue;
+      }
+      const verified = (await listBackups(ctx.deps.storeFor(dataset), dataset, { signal: ctx.signal })).filter((b) => b.status === 'verified');
+      for (const replica of replicasOf(dataset)) outcomes.push(await catchUpReplica(ctx, dataset, replica, verified));
     }
     const failed = outcomes.filter((o) => o.error);
-    // Every replica was tried; one that is down fails the job (retried, and alerted on by ReplicaStale), never a quiet success.
-    if (failed.length > 0) throw new Error(`replication failed for ${failed.map((o) => `${o.dataset} → ${o.replica}: ${o.error}`).join('; ')}`);
+    if (failed.length > 0) throw new ReplicationFailedError(failed.map((o) => ({ dataset: o.dataset, replica: o.replica, error: o.error! })));
     return { replicas: outcomes };
   },
 });
-
-async function replicate(ctx: Ctx, dataset: Dataset, replica: Replica, verified: BackupEntry[]): Promise<ReplicaOutcome> {
-  const name = replicaName(replica);
-  const view = replicaDataset(dataset, replica);
-  const to = ctx.deps.storeFor(view);
-  const label = `replica ${name} (${to.label}) of dataset ${dataset.id}`;
-  const outcome: ReplicaOutcome = { dataset: dataset.id, replica: name, copied: [], present: 0, deleted: [] };
-  try {
-    const there = new Map((await listBackups(to, view, { signal: ctx.signal })).map((b) => [b.id, b]));
-    // Oldest first: a replica that was away for a week fills in in order.
-    for (const entry of [...verified].reverse()) {
-      const copy = there.get(entry.id);
-      if (copy?.status === 'verified' && copy.manifest.artifact.sha256 === entry.manifest.artifact.sha256) {
-        outcome.present++;
-        continue;
-      }
-      ctx.signal.throwIfAborted();
-      await copyBackup(ctx, entry, ctx.deps.storeFor(dataset), to, dataset, view, label);
-      outcome.copied.push(entry.id);
-      ctx.log.info({ replica: name, backup: entry.id, size: entry.manifest.artifact.size }, 'backup replicated');
-    }
-    // The replica's own retention, on its own catalog: what the primary lost is never a reason to delete here.
-    const after = await listBackups(to, view, { signal: ctx.signal });
-    const plan = planRetention(after, (view as { retention: Parameters<typeof planRetention>[1] }).retention, ctx.deps.clock());
-    outcome.guarded = plan.guarded;
-    if (plan.guarded) ctx.log.error({ replica: name, guard: plan.guarded }, 'replica retention guard stopped all deletions');
-    for (const entry of plan.delete) {
-      await to.delete(entry.keys, { signal: ctx.signal });
-      outcome.deleted.push(entry.id);
-    }
-    const newest = after.find((b) => b.status === 'verified' && !outcome.deleted.includes(b.id));
-    const primaryNewest = verified[0];
-    if (newest) {
-      await ctx.emit('backup.replicated', {
-        dataset: dataset.id, kind: dataset.kind, replica: name, key: newest.manifest.artifact.key,
-        backupAt: newest.tick.toISOString(), checkedAt: newest.checkedAt?.toISOString() ?? ctx.deps.clock().toISOString(),
-        lagSeconds: primaryNewest ? Math.max(0, (primaryNewest.tick.getTime() - newest.tick.getTime()) / 1000) : 0,
-      });
-    }
-  } catch (err) {
-    if (ctx.signal.aborted) throw err;
-    outcome.error = errorMessage(err);
-    ctx.log.error({ replica: name, err: outcome.error }, 'replication failed');
-  }
-  return outcome;
-}

@@ -46,6 +46,8 @@ export const eventSchemas = {
     backupAt: z.string(),
     checkedAt: z.string(),
     lagSeconds: z.number().nonnegative(),
+    /** Backups the replica's retention wants that it still lacks. */
+    pendingBackups: z.number().int().nonnegative().optional(),
   }),
   /** verifyObject found an artifact that does not match its manifest. */
   'backup.corrupt': z.object({

@@ -491,6 +491,13 @@ export function crossReferenceIssues(raw: unknown): string[] {
       replicas.forEach((replica: unknown, r) => {
         const { target, name: replicaName } = (replica ?? {}) as { target?: unknown; name?: unknown };
         if (typeof target === 'string' && !targets.includes(target)) issues.push(`datasets[${index}].replicas[${r}].target: unknown target "${target}" (known: ${targets.join(', ') || 'none'})`);
+        // A "copy" inside the primary's own folders is no second copy, and its listing would mix with the primary's.
+        const own = (dataset as { target?: { name?: unknown; bucket?: unknown; prefix?: unknown } }).target;
+        const { bucket: rBucket, prefix: rPrefix = '' } = (replica ?? {}) as { bucket?: unknown; prefix?: unknown };
+        const ownPrefix = typeof own?.prefix === 'string' ? own.prefix : '';
+        if (target === own?.name && rBucket === own?.bucket && typeof rPrefix === 'string' && (rPrefix.startsWith(ownPrefix) || ownPrefix.startsWith(rPrefix))) {
+          issues.push(`datasets[${index}].replicas[${r}]: prefix "${rPrefix}" in target ${target} bucket ${String(rBucket)} overlaps the dataset's own (prefix "${ownPrefix}"); a replica needs another target, bucket or a prefix apart from the primary's`);
+        }
         const called = typeof replicaName === 'string' ? replicaName : target;
         if (typeof called !== 'string') return;
         const first = names.get(called);

@@ -21,6 +21,8 @@ const HELP: Record<string, string> = {
   lifeboat_orphan_uploads_aborted_total: 'Incomplete multipart uploads (or temp files) aborted by pruneCheck.',
   lifeboat_replica_last_success_timestamp_seconds: 'Tick (Unix time) of the newest backup verified on the replica.',
   lifeboat_replica_lag_seconds: "How far the replica's newest verified backup is behind the primary's newest, in seconds.",
+  lifeboat_replica_pending_backups: "Verified backups on the primary that the replica's retention wants and the replica still lacks.",
+  lifeboat_replica_failures_total: 'replicateBackup runs that could not bring the replica up to date (unreachable target, a copy that failed its check).',
   lifeboat_drill_last_success_timestamp_seconds: 'Unix time a restore drill of the dataset last passed.',
   lifeboat_drill_last_failure_timestamp_seconds: 'Unix time a restore drill of the dataset last failed.',
   lifeboat_drill_duration_seconds: 'Duration of the last passing restore drill (restore plus checks).',

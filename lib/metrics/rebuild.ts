@@ -6,6 +6,8 @@ import { drillRecordSchema, verifyRecordSchema } from '../catalog/manifest.js';
 import type { EventName, EventPayload } from '../../queue/events.js';
 import { backupSizeBytes } from './backupSize.js';
 import { replicaDataset, replicaName, replicasOf } from '../replica/view.js';
+import { lagSeconds, replicaPlan } from '../replica/plan.js';
+import type { RetentionPolicy } from '../catalog/retention.js';
 import { MemoryMetricsRecorder, type MetricsRecorder, type Sample } from './recorder.js';
 
 export type Replay = { [E in EventName]: { event: E; payload: EventPayload<E> } }[EventName];
@@ -57,9 +59,13 @@ export async function targetEvents(deps: Deps, dataset: Dataset, entries?: Backu
     // A replica that cannot be read now says nothing; its series keeps its age, and ReplicaStale fires on it.
     const copies = await listBackups(deps.storeFor(view), view, { signal }).catch(() => undefined);
     const newest = copies?.find((e) => e.status === 'verified');
-    if (!newest) continue;
-    const lagSeconds = verified ? Math.max(0, (verified.tick.getTime() - newest.tick.getTime()) / 1000) : 0;
-    out.push({ event: 'backup.replicated', payload: { dataset: dataset.id, kind: dataset.kind, replica: replicaName(replica), key: newest.manifest.artifact.key, backupAt: newest.tick.toISOString(), checkedAt: newest.verify!.checkedAt, lagSeconds } });
+    if (!copies || !newest) continue;
+    const primaryVerified = backups.filter((e) => e.status === 'verified');
+    const { missing } = replicaPlan(primaryVerified, copies, (view as { retention: RetentionPolicy }).retention, deps.clock());
+    out.push({
+      event: 'backup.replicated',
+      payload: { dataset: dataset.id, kind: dataset.kind, replica: replicaName(replica), key: newest.manifest.artifact.key, backupAt: newest.tick.toISOString(), checkedAt: newest.verify!.checkedAt, lagSeconds: lagSeconds(verified, newest), pendingBackups: missing.length },
+    });
   }
   return out;
 }

@@ -87,7 +87,10 @@ abstract class BaseRecorder implements MetricsRecorder {
     } else if (event === 'backup.replicated') {
       const p = payload as EventPayload<'backup.replicated'>;
       const labels = { dataset: p.dataset, replica: p.replica };
-      await this.setIfNewer(field('lifeboat_replica_last_success_timestamp_seconds', labels), seconds(p.backupAt), [[field('lifeboat_replica_lag_seconds', labels), p.lagSeconds]]);
+      await this.setIfNewer(field('lifeboat_replica_last_success_timestamp_seconds', labels), seconds(p.backupAt), []);
+      // Lag and pending are measured against the primary now, so they change while the replica's newest copy stays.
+      await this.set(field('lifeboat_replica_lag_seconds', labels), p.lagSeconds);
+      if (p.pendingBackups !== undefined) await this.set(field('lifeboat_replica_pending_backups', labels), p.pendingBackups);
     } else if (event === 'catalog.measured') {
       const p = payload as EventPayload<'catalog.measured'>;
       for (const name of await this.fieldNames()) {

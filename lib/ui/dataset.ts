@@ -8,6 +8,10 @@ import { actionButtons } from './actions.js';
 import { html, join, type Html } from './html.js';
 import { ago, backupHref, bytes, datasetHref, drillBadge, problem, scroll, statusBadge, type Page, type PageContext } from './parts.js';
 import { recordTable } from './records.js';
+import { replicaCopies } from '../replica/copies.js';
+import { replicasOf } from '../replica/view.js';
+
+type Copies = Awaited<ReturnType<typeof replicaCopies>>;
 
 /** Verification results shown per backup; the rest are counted. */
 const HISTORY_SHOWN = 3;
@@ -17,19 +21,21 @@ const NEWEST: BackupListQuery = { ...DEFAULTS, limit: 1 };
 
 /** `/datasets/:id`: one page of its backups (filtered, sorted), and per kind the mirror report or the etcd server token. */
 export async function datasetPage(deps: Deps, ctx: PageContext, dataset: Dataset, query: BackupListQuery, signal: AbortSignal): Promise<Page> {
-  const [page, extra] = await Promise.all([
+  const [page, extra, copies] = await Promise.all([
     backupPage(deps, dataset, query, signal),
     dataset.kind === 'bucket' ? mirrorReportSection(deps, ctx, dataset, signal) : dataset.kind === 'etcd' ? serverTokenNote(deps, ctx, dataset, signal) : undefined,
+    replicasOf(dataset).length > 0 ? replicaCopies(deps, dataset, signal) : undefined,
   ]);
   return {
     title: `${dataset.id} backups`,
     body: html`<h1>${dataset.id} <span class="detail">${dataset.kind} · target ${dataset.target.name}, bucket ${dataset.target.bucket}${dataset.target.prefix && `, prefix ${dataset.target.prefix}`}</span></h1>
 ${ctx.operator && html`<p>${actionButtons(dataset)}</p>`}
 ${extra}
+${copies && copies.unreachable.length > 0 && problem(join(copies.unreachable.map((u) => `Replica ${u.replica} could not be read: ${u.error}`), '; '))}
 <section id="backup-list"><h2>Backups</h2>
 ${filterForm(dataset, query)}
 ${pager(dataset, query, page)}
-${page.backups.length > 0 ? backupTable(ctx, dataset, page.backups) : html`<p class="none">${page.total === 0 && !query.status ? 'No backups yet.' : 'No backups on this page match.'}</p>`}
+${page.backups.length > 0 ? backupTable(ctx, dataset, page.backups, copies) : html`<p class="none">${page.total === 0 && !query.status ? 'No backups yet.' : 'No backups on this page match.'}</p>`}
 </section>`,
   };
 }
@@ -67,8 +73,15 @@ function pager(dataset: Dataset, query: BackupListQuery, page: BackupPage): Html
   return html`<nav class="pager" aria-label="pages"><span class="shown">${shown}</span> ${prev} ${next}</nav>`;
 }
 
-function backupTable(ctx: PageContext, dataset: Dataset, backups: ApiBackup[]): Html {
-  return scroll(html`<table id="backups"><thead><tr><th scope="col">Backup</th><th scope="col">Finished</th><th scope="col">Size</th><th scope="col">sha256</th><th scope="col">Status</th><th scope="col">Verification</th><th scope="col">Drill</th></tr></thead>
+/** Where else a backup exists: the replicas holding it ("usb2", "cloud (unverified)"), and those that could not be read. */
+function copiesCell(copies: Copies, id: string): Html {
+  const held = copies.copies.get(id) ?? [];
+  const all = [...held, ...copies.unreachable.map((u) => `${u.replica} (unreachable)`)];
+  return all.length > 0 ? html`${all.join(', ')}` : html`<span class="none">none</span>`;
+}
+
+function backupTable(ctx: PageContext, dataset: Dataset, backups: ApiBackup[], copies?: Copies): Html {
+  return scroll(html`<table id="backups"><thead><tr><th scope="col">Backup</th><th scope="col">Finished</th><th scope="col">Size</th><th scope="col">sha256</th><th scope="col">Status</th><th scope="col">Verification</th><th scope="col">Drill</th>${copies && html`<th scope="col">Copies</th>`}</tr></thead>
 <tbody>${backups.map((b) => html`<tr data-backup="${b.id}" data-status="${b.status}">
 <th scope="row"><a href="${backupHref(dataset.id, b.id)}">${b.id}</a></th>
 <td><time datetime="${b.finishedAt}">${b.finishedAt.replace(/\.\d+Z$/, 'Z')}</time><br><span class="detail">${ago(ctx, b.finishedAt)}</span></td>
@@ -77,6 +90,7 @@ function backupTable(ctx: PageContext, dataset: Dataset, backups: ApiBackup[]): 
 <td>${statusBadge(b.status, b.changedSinceVerified)}</td>
 <td>${verifyHistory(ctx, b)}</td>
 <td>${drillBadge(ctx, b.drill)}</td>
+${copies && html`<td data-copies>${copiesCell(copies, b.id)}</td>`}
 </tr>`)}</tbody></table>`);
 }
 
