@@ -9,7 +9,7 @@ import { openLocal } from '../plumbing/app.js';
 import { parseIsoDateTime } from './exit.js';
 import { backupsTable } from './format.js';
 import { cliDataset } from './steps.js';
-import { replicaCopies } from '../replica/copies.js';
+import { copiesOf, replicaCopies } from '../replica/copies.js';
 import { replicasOf } from '../replica/view.js';
 
 export interface BackupsLsOptions {
@@ -60,11 +60,11 @@ export async function backupsLsCommand(loaded: LoadedConfig, log: Logger, option
     // Drill records are read for the listed backups only; the same shape as the web API's backup list.
     const replicated = new Map(await Promise.all(datasets.filter((d) => replicasOf(d).length > 0).map(async (d) => [d.id, await replicaCopies(deps, d)] as const)));
     for (const [id, { unreachable }] of replicated) for (const u of unreachable) process.stderr.write(`dataset ${id}: replica ${u.replica} could not be read: ${u.error}\n`);
-    const copiesOf = (entry: BackupEntry) => {
+    const copiesFor = (entry: BackupEntry) => {
       const r = replicated.get(entry.dataset);
-      return r && [...(r.copies.get(entry.id) ?? []), ...r.unreachable.map((u) => `${u.replica} (unreachable)`)];
+      return r && copiesOf(r, entry.id);
     };
-    const backups = await Promise.all(entries.map(async ({ dataset, entry }) => ({ entry, api: await apiBackup(deps.storeFor(dataset), entry), copies: copiesOf(entry) })));
+    const backups = await Promise.all(entries.map(async ({ dataset, entry }) => ({ entry, api: await apiBackup(deps.storeFor(dataset), entry), copies: copiesFor(entry) })));
     if (options.json) {
       for (const { entry, api, copies } of backups) process.stdout.write(`${JSON.stringify({ dataset: entry.dataset, ...api, ...(copies && { copies }) })}\n`);
       for (const o of strays) process.stdout.write(`${JSON.stringify({ dataset: o.dataset, id: o.id, status: o.reason === 'no manifest' ? 'incomplete' : 'unreadable', objects: o.keys.length, bytes: o.bytes })}\n`);

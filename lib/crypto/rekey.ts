@@ -442,7 +442,8 @@ async function reencrypt(job: BackupJob, fromKey: string, toKey: string, manifes
   });
   plain.pipe(checkIn);
   plain.pipe(gate);
-  // Destroying the age stage (Duplex.from) does not reach its reader, so an error fails the upload's own body.
+  // A gate destroyed after its flush began (the plaintext check failing) does not reach the age stage's
+  // reader through the pipeline, so an error fails the upload's own body.
   const cipher = new PassThrough();
   const encrypted = through(gate, job.age.stage());
   gate.on('error', (err) => cipher.destroy(err));

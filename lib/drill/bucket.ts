@@ -10,10 +10,9 @@ import { hashStream } from '../targets/hash.js';
 import { S3Store } from '../targets/s3.js';
 import { ObjectNotFoundError, type ObjectInfo } from '../targets/store.js';
 import { errorMessage, PermanentError } from '../../queue/errors.js';
-import type { Drill } from './types.js';
+import { drillDecrypter, type Drill } from './types.js';
 import type { Duplex } from 'node:stream';
 import { DecryptionError } from '../crypto/age.js';
-import { requireDecrypter } from '../crypto/identity.js';
 import { copyDecrypted, isEncryptedCopy } from '../mirror/encrypted.js';
 
 const MiB = 1024 * 1024;
@@ -91,14 +90,9 @@ export const drillBucket: Drill<BucketDataset> = async (dataset, { deps, log, si
   const reportKey = entry.manifest.artifact.key;
   const scratch = drillScratchPrefix(dataset, tick);
   const where = `scratch prefix ${hub.bucket}/${scratch} on target ${hub.target}`;
-  // Encrypted: the drill proves the key too. No identity is a recorded, final failure, before anything is copied.
-  let decrypt: (() => Duplex) | undefined;
-  try {
-    decrypt = dataset.encryption ? requireDecrypter(dataset, `drill dataset ${dataset.id}`) : undefined;
-  } catch (err) {
-    if (!(err instanceof DecryptionError)) throw err;
-    return { backup: entry.id, key: reportKey, recordKey: siblingKey(reportKey, DRILL_FILE), mode: 'scratch-prefix', where: 'not started', restoreMs: 0, checks: [{ name: 'decrypt', ok: false, detail: err.message }], retryable: undefined };
-  }
+  const opened = drillDecrypter(dataset.encryption !== undefined, dataset, `drill dataset ${dataset.id}`, { backup: entry.id, key: reportKey, recordKey: siblingKey(reportKey, DRILL_FILE), mode: 'scratch-prefix', where: 'not started' });
+  if ('result' in opened) return opened.result;
+  const { decrypt } = opened;
   log.info({ backup: entry.id, key: reportKey, scratch, encrypted: decrypt !== undefined }, 'drill starting');
 
   const checks: Check[] = [await reportCheck(hub, reportKey, signal)];

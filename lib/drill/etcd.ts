@@ -11,9 +11,8 @@ import { extractZipSnapshot, parseSnapshotName } from '../etcd/snapshot.js';
 import { findSnapshotTool, restoreSnapshot, snapshotStatus, SnapshotToolMissingError, type SnapshotStatus, type SnapshotTool } from '../etcd/tool.js';
 import { CommandError } from '../postgres/process.js';
 import { errorMessage, PermanentError } from '../../queue/errors.js';
-import type { Drill } from './types.js';
-import { DecryptionError, plaintextName } from '../crypto/age.js';
-import { decrypterFor } from '../crypto/identity.js';
+import { drillDecrypter, type Drill } from './types.js';
+import { plaintextName } from '../crypto/age.js';
 
 /** What a failed restore's detail quotes of the tool's stderr. */
 const STDERR_TAIL = 600;
@@ -42,14 +41,9 @@ export const drillEtcd: Drill<EtcdDataset> = async (dataset, { deps, log, signal
   const parsed = parseSnapshotName(name);
   if (!parsed) throw new PermanentError(`dataset ${dataset.id} backup ${entry.id}: its artifact ${artifact.key} is not named like a k3s snapshot`);
   const recordKey = siblingKey(artifact.key, DRILL_FILE);
-  // Encrypted: the drill proves the key too. No identity is a recorded, final failure.
-  let decrypt;
-  try {
-    decrypt = decrypterFor(dataset, entry.manifest, `drill snapshot ${entry.id}`);
-  } catch (err) {
-    if (!(err instanceof DecryptionError)) throw err;
-    return { backup: entry.id, key: artifact.key, recordKey, mode: 'temp-dir', where: 'temp dir (not created)', restoreMs: 0, checks: [{ name: 'decrypt', ok: false, detail: err.message }], retryable: undefined };
-  }
+  const opened = drillDecrypter(entry.manifest.artifact.encryption !== undefined, dataset, `drill snapshot ${entry.id}`, { backup: entry.id, key: artifact.key, recordKey, mode: 'temp-dir', where: 'temp dir (not created)' });
+  if ('result' in opened) return opened.result;
+  const { decrypt } = opened;
 
   const checks: Check[] = [];
   const details: Record<string, unknown> = { snapshot: name, takenAt: parsed.createdAt.toISOString(), bytes: artifact.size };

@@ -9,8 +9,7 @@ import { kubernetesScratch, localScratch, type ScratchServer } from '../postgres
 import { ObjectNotFoundError } from '../targets/store.js';
 import { errorMessage, PermanentError } from '../../queue/errors.js';
 import { DecryptionError } from '../crypto/age.js';
-import { decrypterFor } from '../crypto/identity.js';
-import type { Drill } from './types.js';
+import { drillDecrypter, type Drill } from './types.js';
 
 /** A read error that is a verdict on the backup (gone, or not a valid gzip stream), as a failed check; undefined for any other. */
 function readFinding(err: unknown, compression: string): Check | undefined {
@@ -37,14 +36,9 @@ export const drillPostgres: Drill<PostgresDataset> = async (dataset, { deps, log
 
   const drill = dataset.drill;
   const recordKey = siblingKey(manifest.artifact.key, DRILL_FILE);
-  // Encrypted: the drill proves the key too. No identity is a recorded, final failure, before any server starts.
-  let decrypt;
-  try {
-    decrypt = decrypterFor(dataset, manifest, `drill backup ${entry.id}`);
-  } catch (err) {
-    if (!(err instanceof DecryptionError)) throw err;
-    return { backup: entry.id, key: manifest.artifact.key, recordKey, mode: drill.mode, where: 'not started', restoreMs: 0, checks: [{ name: 'decrypt', ok: false, detail: err.message }], retryable: undefined };
-  }
+  const opened = drillDecrypter(manifest.artifact.encryption !== undefined, dataset, `drill backup ${entry.id}`, { backup: entry.id, key: manifest.artifact.key, recordKey, mode: drill.mode, where: 'not started' });
+  if ('result' in opened) return opened.result;
+  const { decrypt } = opened;
   log.info({ backup: entry.id, key: manifest.artifact.key, mode: drill.mode }, 'drill starting');
   const checks: Check[] = [];
   let restoreMs = 0;

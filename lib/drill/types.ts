@@ -1,4 +1,7 @@
+import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
+import { DecryptionError } from '../crypto/age.js';
+import { requireDecrypter } from '../crypto/identity.js';
 import type { Check } from '../catalog/manifest.js';
 import type { Deps } from '../plumbing/deps.js';
 
@@ -30,3 +33,22 @@ export interface DrillResult {
 }
 
 export type Drill<D> = (dataset: D, scope: DrillScope, input: { backup?: string }) => Promise<DrillResult>;
+
+/**
+ * The decrypting stage a drill needs (none for plaintext), or, when no identity opens the backup here,
+ * the drill's result: a recorded, final failure before anything is started. The drill proves the key too.
+ */
+export function drillDecrypter(
+  encrypted: boolean,
+  dataset: { id: string; encryption?: { identityFile?: string } },
+  purpose: string,
+  notStarted: Omit<DrillResult, 'checks' | 'restoreMs' | 'retryable'>,
+): { decrypt?: () => Duplex } | { result: DrillResult } {
+  if (!encrypted) return {};
+  try {
+    return { decrypt: requireDecrypter(dataset, purpose) };
+  } catch (err) {
+    if (!(err instanceof DecryptionError)) throw err;
+    return { result: { ...notStarted, restoreMs: 0, checks: [{ name: 'decrypt', ok: false, detail: err.message }], retryable: undefined } };
+  }
+}

@@ -5,9 +5,8 @@ import { LIFEBOAT_RECORDS } from '../catalog/layout.js';
 import { drillRecordSchema, verifyRecordSchema } from '../catalog/manifest.js';
 import type { EventName, EventPayload } from '../../queue/events.js';
 import { backupSizeBytes } from './backupSize.js';
-import { replicaDataset, replicaName, replicasOf } from '../replica/view.js';
+import { replicaDataset, replicaName, replicaRetention, replicasOf } from '../replica/view.js';
 import { lagSeconds, replicaPlan } from '../replica/plan.js';
-import type { RetentionPolicy } from '../catalog/retention.js';
 import { MemoryMetricsRecorder, type MetricsRecorder, type Sample } from './recorder.js';
 
 export type Replay = { [E in EventName]: { event: E; payload: EventPayload<E> } }[EventName];
@@ -54,14 +53,14 @@ export async function targetEvents(deps: Deps, dataset: Dataset, entries?: Backu
     }
   }
   if (newestDrill) out.push({ event: 'drill.completed', payload: { dataset: dataset.id, kind: dataset.kind, key: newestDrill.key, ok: newestDrill.ok, startedAt: newestDrill.startedAt, finishedAt: newestDrill.finishedAt, failedChecks: newestDrill.failed } });
+  const primaryVerified = backups.filter((e) => e.status === 'verified');
   for (const replica of replicasOf(dataset)) {
     const view = replicaDataset(dataset, replica);
     // A replica that cannot be read now says nothing; its series keeps its age, and ReplicaStale fires on it.
     const copies = await listBackups(deps.storeFor(view), view, { signal }).catch(() => undefined);
     const newest = copies?.find((e) => e.status === 'verified');
     if (!copies || !newest) continue;
-    const primaryVerified = backups.filter((e) => e.status === 'verified');
-    const { missing } = replicaPlan(primaryVerified, copies, (view as { retention: RetentionPolicy }).retention, deps.clock());
+    const { missing } = replicaPlan(primaryVerified, copies, replicaRetention(dataset, replica), deps.clock());
     out.push({
       event: 'backup.replicated',
       payload: { dataset: dataset.id, kind: dataset.kind, replica: replicaName(replica), key: newest.manifest.artifact.key, backupAt: newest.tick.toISOString(), checkedAt: newest.verify!.checkedAt, lagSeconds: lagSeconds(verified, newest), pendingBackups: missing.length },

@@ -1,6 +1,6 @@
 import { listBackups, type BackupEntry } from '../catalog/catalog.js';
 import { MANIFEST_FILE, serverTokenKey } from '../catalog/layout.js';
-import { planRetention, type RetentionPolicy } from '../catalog/retention.js';
+import { planRetention } from '../catalog/retention.js';
 import type { Dataset } from '../config/schema.js';
 import type { TargetStore } from '../targets/store.js';
 import type { EventName, EventPayload } from '../../queue/events.js';
@@ -8,7 +8,7 @@ import { errorMessage } from '../../queue/errors.js';
 import { copyBackup, type CopyScope } from './copy.js';
 import { ReplicaUnreachableError } from './errors.js';
 import { lagSeconds, replicaPlan } from './plan.js';
-import { replicaDataset, replicaName, type Replica } from './view.js';
+import { replicaDataset, replicaName, replicaRetention, type Replica } from './view.js';
 
 export interface CatchUpScope extends CopyScope {
   emit<E extends EventName>(event: E, payload: EventPayload<E>): Promise<void>;
@@ -57,7 +57,7 @@ export async function catchUpReplica(scope: CatchUpScope, dataset: Dataset, repl
   const from = scope.deps.storeFor(dataset);
   const to = scope.deps.storeFor(view);
   const label = `replica ${name} (${to.label}) of dataset ${dataset.id}`;
-  const policy = (view as { retention: RetentionPolicy }).retention;
+  const policy = replicaRetention(dataset, replica);
   const outcome: ReplicaOutcome = { dataset: dataset.id, replica: name, copied: [], present: 0, deleted: [], pending: 0 };
   try {
     // The first read of the replica: if it fails, the target is down or broken, and the run stops here.

@@ -24,3 +24,8 @@ export async function replicaCopies(deps: Deps, dataset: Dataset, signal?: Abort
   }
   return { copies, unreachable };
 }
+
+/** One backup's places, for a table cell or a JSON field: the replicas holding it, then those that could not be read. */
+export function copiesOf({ copies, unreachable }: Awaited<ReturnType<typeof replicaCopies>>, id: string, options: { errors?: boolean } = {}): string[] {
+  return [...(copies.get(id) ?? []), ...unreachable.map((u) => `${u.replica} (unreachable${options.errors ? `: ${u.error}` : ''})`)];
+}

@@ -23,7 +23,12 @@ export const replicaName = (replica: Replica): string => replica.name ?? replica
  * so listBackups, verification and restores work on it unchanged and never touch the primary.
  */
 export function replicaDataset<D extends Dataset>(dataset: D, replica: Replica): D {
-  return { ...dataset, target: { name: replica.target, bucket: replica.bucket, prefix: replica.prefix }, retention: replica.retention ?? (dataset as { retention?: unknown }).retention } as D;
+  return { ...dataset, target: { name: replica.target, bucket: replica.bucket, prefix: replica.prefix }, retention: replicaRetention(dataset, replica) } as D;
+}
+
+/** The retention a replica applies to its own catalog: its own, else the dataset's. */
+export function replicaRetention(dataset: Dataset, replica: Replica): { daily: number; weekly: number; monthly: number } {
+  return replica.retention ?? (dataset as Extract<Dataset, { retention: unknown }>).retention;
 }
 
 /** A replica of the dataset by name, or an error message naming the known ones. */

@@ -5,7 +5,7 @@ import { actionButtons, restoreSection } from './actions.js';
 import { html, type Html } from './html.js';
 import { ago, bytes, datasetHref, drillBadge, problem, scroll, statusBadge, type Page, type PageContext } from './parts.js';
 import { recordSection } from './records.js';
-import { replicaCopies } from '../replica/copies.js';
+import { copiesOf, replicaCopies } from '../replica/copies.js';
 import { replicasOf } from '../replica/view.js';
 
 /** `/backups/:dataset/:id`: one backup's records, its download, the restore command and (operators) the actions. */
@@ -15,7 +15,7 @@ export async function backupDetailPage(deps: Deps, ctx: PageContext, dataset: Da
   return {
     title: `${dataset.id} ${id}`,
     body: html`<h1><a href="${datasetHref(dataset.id)}">${dataset.id}</a> / ${id}</h1>
-${summary(ctx, detail, copies && where(copies, id))}
+${summary(ctx, detail, copies && (copiesOf(copies, id, { errors: true }).join(', ') || 'none yet'))}
 ${ctx.operator && html`<p>${actionButtons(dataset, id)}</p>`}
 <section id="get"><h2>Download and restore</h2>
 ${download(dataset, detail)}
@@ -28,12 +28,6 @@ ${recordSection('verify', 'Verification (verify.json)', detail.verify, 'Not veri
 ${recordSection('drill', 'Restore drill (drill.json)', detail.drill, 'No restore drill of this backup.')}
 ${dataset.kind === 'bucket' && recordSection('report', 'Mirror report (report.json)', detail.report, 'The report could not be read from the target.')}`,
   };
-}
-
-/** Where else this backup exists: its replicas that hold it, and those that could not be read. */
-function where({ copies, unreachable }: Awaited<ReturnType<typeof replicaCopies>>, id: string): string {
-  const all = [...(copies.get(id) ?? []), ...unreachable.map((u) => `${u.replica} (unreachable: ${u.error})`)];
-  return all.length ? all.join(', ') : 'none yet';
 }
 
 function summary(ctx: PageContext, detail: BackupDetail, copies?: string): Html {

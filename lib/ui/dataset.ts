@@ -8,7 +8,7 @@ import { actionButtons } from './actions.js';
 import { html, join, type Html } from './html.js';
 import { ago, backupHref, bytes, datasetHref, drillBadge, problem, scroll, statusBadge, type Page, type PageContext } from './parts.js';
 import { recordTable } from './records.js';
-import { replicaCopies } from '../replica/copies.js';
+import { copiesOf, replicaCopies } from '../replica/copies.js';
 import { replicasOf } from '../replica/view.js';
 
 type Copies = Awaited<ReturnType<typeof replicaCopies>>;
@@ -75,8 +75,7 @@ function pager(dataset: Dataset, query: BackupListQuery, page: BackupPage): Html
 
 /** Where else a backup exists: the replicas holding it ("usb2", "cloud (unverified)"), and those that could not be read. */
 function copiesCell(copies: Copies, id: string): Html {
-  const held = copies.copies.get(id) ?? [];
-  const all = [...held, ...copies.unreachable.map((u) => `${u.replica} (unreachable)`)];
+  const all = copiesOf(copies, id);
   return all.length > 0 ? html`${all.join(', ')}` : html`<span class="none">none</span>`;
 }
 
