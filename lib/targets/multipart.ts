@@ -39,10 +39,11 @@ export async function uploadStream(client: S3Client, params: StreamUploadParams,
   let uploadId: string | undefined;
   const parts: Array<{ PartNumber: number; ETag: string }> = [];
   const inflight = new Set<Promise<void>>();
-  // Rejects with the first part's failure, so reading stops at once, not when the next part fills.
-  let partFailed!: (err: unknown) => void;
-  const failed = new Promise<never>((_, reject) => (partFailed = reject));
-  failed.catch(() => {});
+  // A part's failure rejects the read in progress, so reading stops at once, not when the next part
+  // fills. Each read gets its own promise: racing every read against one long-lived promise would keep
+  // every chunk read reachable from that promise's reactions until the upload ends (RSS grew with the dump).
+  let interruptRead: ((err: unknown) => void) | undefined;
+  const partFailed = (err: unknown) => interruptRead?.(err);
 
   const release = (buffer: Buffer) => {
     pool.push(buffer);
@@ -89,11 +90,19 @@ export async function uploadStream(client: S3Client, params: StreamUploadParams,
   let current: Buffer | undefined;
   let filled = 0;
   const chunks = body[Symbol.asyncIterator]();
+  const read = () =>
+    new Promise<IteratorResult<Buffer>>((resolve, reject) => {
+      if (failure) return reject(failure);
+      interruptRead = reject;
+      chunks.next().then(resolve, reject).finally(() => {
+        if (interruptRead === reject) interruptRead = undefined;
+      });
+    });
   try {
     signal?.throwIfAborted();
     current = await take();
     for (;;) {
-      const next = await Promise.race([chunks.next(), failed]);
+      const next = await read();
       if (next.done) break;
       const chunk = next.value;
       let offset = 0;
