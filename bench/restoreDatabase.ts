@@ -2,9 +2,9 @@
  * A whole restore against one database out of the same backup, in one run, on one ≥ 1 GiB pg_dumpall
  * dump on RGW that holds a big database (pgbench, with primary keys) and a small one beside it:
  *   psql -f <local file> into a fresh cluster               (the baseline: the whole dump)
- *   lifeboat restore                                        (sha256 pass, then the whole dump into psql)
- *   lifeboat restore --database small                       (sha256 pass, then only small's section)
- *   lifeboat restore --database big --as copy               (sha256 pass, then big's section, renamed)
+ *   lifeboat restore                                        (one read: the whole dump into psql, sha256 while it streams)
+ *   lifeboat restore --database small                       (one read of the whole dump: only small's section into psql)
+ *   lifeboat restore --database big --as copy               (one read: big's section, renamed)
  * Each into a fresh cluster, with wall seconds, the client's CPU seconds (lifeboat/psql and their
  * children), the server's CPU seconds (the postmaster and every backend) and the client's peak RSS.
  *

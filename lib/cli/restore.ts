@@ -6,7 +6,7 @@ import type { Config } from '../config/schema.js';
 import { serverInfo } from '../postgres/connection.js';
 import { checkDatabaseName } from '../postgres/dumpallSections.js';
 import { dumpRoles } from '../postgres/restore.js';
-import { destinationRoles, requireDatabaseInBackup, restoreOneDatabase, restoreWholeCluster, RestoreRefusedError, type OneDatabase, type PostgresRestore, type RestoreSteps } from '../postgres/restoreBackup.js';
+import { chooseCheck, destinationRoles, requireDatabaseInBackup, restoreOneDatabase, restoreWholeCluster, RestoreRefusedError, VERIFY_WHEN, type OneDatabase, type PostgresRestore, type RestoreSteps, type VerifyWhen } from '../postgres/restoreBackup.js';
 import { LocalRunner } from '../postgres/runner.js';
 import { decrypterFor } from '../crypto/identity.js';
 import { findReplica, replicaDataset } from '../replica/view.js';
@@ -55,6 +55,16 @@ export interface RestoreOptions {
   identity?: string;
   /** Read the backup from this replica of the dataset instead of its target. */
   from?: string;
+  /** When to check the sha256 (postgres): during the restore (default), first, or rely on a recent verification. */
+  verify?: VerifyWhen;
+}
+
+/** `--verify <when>` for main.ts: `new Option('--verify <when>', VERIFY_HELP).argParser(parseVerifyWhen)`. */
+export const VERIFY_HELP = 'postgres: when to check the backup\'s sha256: during (default: one read, checked as it streams; a mismatch fails and drops the databases the restore created), first (a read of its own before the destination is touched), recent (rely on a passed verification of the same bytes within 7 days, else first). Into databases that exist already (--force) the default is recent.';
+
+export function parseVerifyWhen(value: string): VerifyWhen {
+  if (!(VERIFY_WHEN as readonly string[]).includes(value)) throw new InvalidArgumentError(`expected one of ${VERIFY_WHEN.join(', ')}`);
+  return value as VerifyWhen;
 }
 
 export type { PostgresRestoreResult } from '../postgres/restoreBackup.js';
@@ -118,7 +128,7 @@ interface ManifestSource {
 
 /**
  * `lifeboat restore`: needs only the target and the destination; no Redis, no cluster. The sha256 is
- * checked in a first full read before the destination is touched; the second read feeds psql.
+ * checked while the one read feeds psql (or first, see --verify); the output names the choice.
  */
 export async function restoreCommand(config: Config, log: Logger, opts: RestoreOptions): Promise<void> {
   const dataset = cliDataset(config, opts.dataset, 'postgres');
@@ -137,7 +147,7 @@ export async function restoreCommand(config: Config, log: Logger, opts: RestoreO
     out(`backup ${entry.id} of ${dataset.id}: ${manifest.artifact.key} (${formatBytes(manifest.artifact.size)}, ${entry.status})`);
     if (entry.status === 'corrupt' && !opts.force) throw new CliError(`backup ${entry.id} failed verification; choose another with --backup, or --force`, EXIT.failed);
     const decrypt = await asCli(async () => decrypterFor(dataset, manifest, `restore backup ${entry.id}`, opts.identity));
-    const job: PostgresRestore = { store, entry, destination: destination!, force: opts.force ?? false, decrypt };
+    const job: PostgresRestore = { store, entry, destination: destination!, force: opts.force ?? false, decrypt, verify: opts.verify };
     const one: OneDatabase | undefined = opts.database === undefined ? undefined : { database: opts.database, as: opts.as, roles: opts.roles ?? false };
     if (one && opts.dryRun) return await asCli(() => dryRunOneDatabase(job, one, policy));
     const steps = cliSteps(policy, out);
@@ -209,7 +219,8 @@ async function dryRunOneDatabase(job: PostgresRestore, opts: OneDatabase, policy
   const missing = dumpRoleNames.filter((r) => !roles.has(r));
   const say = (line: string) => process.stdout.write(`${line}\n`);
   say(`dry run: nothing was changed`);
-  say(`would check the sha256 of ${manifest.artifact.key} (${formatBytes(manifest.artifact.size)}), then restore database ${described} from backup ${id} into ${destination.label}`);
+  const check = chooseCheck(job, { fresh: `database ${JSON.stringify(targetName)}`, notFresh: present.includes(targetName) ? [targetName] : [] });
+  say(`would restore database ${described} from backup ${id} into ${destination.label}, reading ${manifest.artifact.key} (${formatBytes(manifest.artifact.size)}); sha256: ${check.detail}`);
   if (present.includes(targetName)) say(`${destination.label} already has database ${JSON.stringify(targetName)}: the restore would refuse${job.force ? ' (but --force is given)' : ' without --force'}`);
   if (opts.roles) say(`roles to create: ${missing.length ? listNames(missing) : 'none'} (only those missing at the destination; existing roles are left as they are)`);
   else say(`roles to create: none (without --roles)${missing.length ? `; missing at the destination: ${listNames(missing)}: objects they own are left to the restoring user, their grants dropped` : ''}`);

@@ -51,7 +51,7 @@ export interface DatabaseRestoreOutcome extends RestoreOutcome {
 /**
  * Restores one database out of a pg_dumpall artifact: target → gunzip → the section cutter → psql,
  * streamed end to end (memory does not grow with the dump). The whole artifact is read, so its sha256
- * can be compared with the verification pass. Errors psql reported are returned, as for restoreDump;
+ * can be compared with the manifest. Errors psql reported are returned, as for restoreDump;
  * a database missing from the dump, or a dump without its trailer, throws (the cutter's errors).
  */
 export async function restoreDatabase(
@@ -70,12 +70,20 @@ export interface FeedOptions {
   onProgress?: (bytes: number) => void;
   /** The age decrypting stage, for an encrypted artifact (lib/crypto/identity.ts). */
   decrypt?: () => Duplex;
+  /** Sees the counters as the stream starts, so a caller can tell after a failed stage how far it got. */
+  observe?: (counters: StreamCounters) => void;
+}
+
+/** What went through the stream so far: stored bytes read (hashed), and bytes handed on towards psql. */
+export interface StreamCounters {
+  stored: HashingStream;
+  /** Bytes of SQL that left decryption (encrypted artifacts; else the stored count): 0 means psql got nothing. */
+  plaintextBytes(): number;
 }
 
 /** The stored bytes, decrypted and decompressed as the manifest says: hashed on both sides of that. */
 function artifactText(source: Readable, manifest: Manifest, options: FeedOptions, after: NodeJS.ReadWriteStream[] = []) {
   const stored = new HashingStream();
-  const plaintext = new HashingStream();
   const stages: Array<NodeJS.ReadWriteStream> = [stored];
   if (options.onProgress) stages.push(progressTap(options.onProgress));
   if (manifest.artifact.encryption) {
@@ -83,7 +91,12 @@ function artifactText(source: Readable, manifest: Manifest, options: FeedOptions
     stages.push(options.decrypt());
   }
   if (manifest.artifact.compression === 'gzip') stages.push(createGunzip());
-  stages.push(plaintext);
+  // The plaintext hash only where the manifest has one to compare (encrypted): a second sha256 of every byte is not free.
+  const plaintext = manifest.artifact.encryption ? new HashingStream() : undefined;
+  if (plaintext) stages.push(plaintext);
+  // Unencrypted, the stored count stands in: only a decryption failure needs to know psql got nothing.
+  const counters: StreamCounters = { stored, plaintextBytes: () => plaintext?.bytes ?? stored.bytes };
+  options.observe?.(counters);
   const text = pipeline([source, ...stages, ...after] as unknown as [Readable, ...NodeJS.ReadWriteStream[]], () => {}) as unknown as Readable;
   return { text, stored, plaintext };
 }
@@ -96,7 +109,7 @@ async function feedPsql(store: TargetStore, manifest: Manifest, runner: Postgres
   const { stderr } = await runner.feed('psql', ['-q', '-v', 'ON_ERROR_STOP=0', '-f', '-'], sql, { signal: options.signal });
   if (sql.errored) throw sql.errored;
   return {
-    bytes: stored.bytes, sha256: stored.sha256, plaintextSha256: manifest.artifact.encryption ? plaintext.sha256 : undefined,
+    bytes: stored.bytes, sha256: stored.sha256, plaintextSha256: plaintext?.sha256,
     errors: unexpectedErrors(stderr), durationMs: Date.now() - started,
   };
 }
