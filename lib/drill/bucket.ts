@@ -184,8 +184,8 @@ async function drillOne(dataset: BucketDataset, hub: S3Store, source: S3Store, s
       if (decrypt) tally.plaintext.push(o.key);
       // The restore data path: the same copy the mirror made, from the hub this time.
       await copyObject({
-        source: { client: hub.client, bucket: hub.bucket, key: o.key, etag: head.etag, size: head.size },
-        destination: { client: hub.client, bucket: hub.bucket, key: scratchKey },
+        source: { store: hub, key: o.key, etag: head.etag, size: head.size },
+        destination: { store: hub, key: scratchKey },
         multipartThreshold: m.multipartThresholdMiB * MiB,
         partSize: m.partSizeMiB * MiB,
         partConcurrency: 2,

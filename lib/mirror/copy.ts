@@ -1,22 +1,15 @@
 import type { Readable } from 'node:stream';
-import {
-  AbortMultipartUploadCommand,
-  CompleteMultipartUploadCommand,
-  CreateMultipartUploadCommand,
-  GetObjectCommand,
-  PutObjectCommand,
-  UploadPartCommand,
-  type S3Client,
-} from '@aws-sdk/client-s3';
-import { headersOf, putHeaders, type ObjectHeaders } from '../targets/headers.js';
+import { AbortMultipartUploadCommand, CompleteMultipartUploadCommand, CreateMultipartUploadCommand, UploadPartCommand } from '@aws-sdk/client-s3';
+import { putHeaders, type ObjectHeaders } from '../targets/headers.js';
+import type { S3Store } from '../targets/s3.js';
 import { wrapForMirror } from './headers.js';
 
 export { SOURCE_ETAG_METADATA } from './headers.js';
 
 export interface CopySpec {
   /** With versionId, that version (a restore from a versioned hub); else exactly the ETag the listing saw. */
-  source: { client: S3Client; bucket: string; key: string; etag: string; size: number; versionId?: string };
-  destination: { client: S3Client; bucket: string; key: string };
+  source: { store: S3Store; key: string; etag: string; size: number; versionId?: string };
+  destination: { store: S3Store; key: string };
   /** The destination's headers from the source's; default: the source's, with the source ETag and a headers fingerprint recorded. */
   headers?: (source: ObjectHeaders) => ObjectHeaders;
   /** Looks at the source's ETag and headers before anything is written; a reason returned refuses the copy. */
@@ -33,17 +26,10 @@ export class CopyRefusedError extends Error {
   override name = 'CopyRefusedError';
 }
 
-async function get(spec: CopySpec, range?: { start: number; end: number }) {
+function get(spec: CopySpec, range?: { start: number; end: number }) {
   // IfMatch: copy exactly the version the listing saw; if it changed since, the next run picks it up.
-  return spec.source.client.send(
-    new GetObjectCommand({
-      Bucket: spec.source.bucket,
-      Key: spec.source.key,
-      ...(spec.source.versionId ? { VersionId: spec.source.versionId } : { IfMatch: spec.source.etag }),
-      Range: range ? `bytes=${range.start}-${range.end}` : undefined,
-    }),
-    { abortSignal: spec.signal },
-  );
+  const { store, key, versionId, etag } = spec.source;
+  return store.open(key, { ...(versionId ? { versionId } : { ifMatch: etag }), range, signal: spec.signal });
 }
 
 /**
@@ -54,36 +40,31 @@ async function get(spec: CopySpec, range?: { start: number; end: number }) {
  */
 export async function copyObject(spec: CopySpec): Promise<void> {
   const { source, destination } = spec;
-  const headers = (r: Parameters<typeof headersOf>[0]) => putHeaders((spec.headers ?? ((h) => wrapForMirror(h, source.etag)))(headersOf(r)));
-  const check = (r: Parameters<typeof headersOf>[0] & { ETag?: string; Body?: unknown }) => {
-    const reason = spec.refuse?.(r.ETag ?? '', headersOf(r));
+  const headersFor = (h: ObjectHeaders) => (spec.headers ?? ((sourceHeaders) => wrapForMirror(sourceHeaders, source.etag)))(h);
+  const check = (r: { etag: string; headers: ObjectHeaders; body: Readable }) => {
+    const reason = spec.refuse?.(r.etag, r.headers);
     if (reason === undefined) return;
-    (r.Body as Readable | undefined)?.destroy();
+    r.body.destroy();
     throw new CopyRefusedError(`${source.key}: ${reason}`);
   };
   if (source.size <= spec.multipartThreshold) {
     const r = await get(spec);
     check(r);
-    await destination.client.send(
-      new PutObjectCommand({
-        Bucket: destination.bucket,
-        Key: destination.key,
-        Body: r.Body as Readable,
-        ContentLength: source.size,
-        ...headers(r),
-      }),
-      { abortSignal: spec.signal },
-    );
+    try {
+      await destination.store.putObject(destination.key, r.body, { length: source.size, headers: headersFor(r.headers), signal: spec.signal });
+    } finally {
+      r.body.destroy();
+    }
     return;
   }
 
   const head = await get(spec, { start: 0, end: 0 });
   check(head);
-  (head.Body as Readable).destroy();
-  const { UploadId } = await destination.client.send(
-    new CreateMultipartUploadCommand({ Bucket: destination.bucket, Key: destination.key, ...headers(head) }),
-    { abortSignal: spec.signal },
-  );
+  head.body.destroy();
+  // Multipart control requests are few per object: they stay on the SDK.
+  const client = destination.store.client;
+  const Bucket = destination.store.bucket;
+  const { UploadId } = await client.send(new CreateMultipartUploadCommand({ Bucket, Key: destination.key, ...putHeaders(headersFor(head.headers)) }), { abortSignal: spec.signal });
   const count = Math.ceil(source.size / spec.partSize);
   const parts: Array<{ PartNumber: number; ETag: string }> = [];
   try {
@@ -94,18 +75,22 @@ export async function copyObject(spec: CopySpec): Promise<void> {
         const start = index * spec.partSize;
         const end = Math.min(source.size, start + spec.partSize) - 1;
         const r = await get(spec, { start, end });
-        const uploaded = await destination.client.send(
-          new UploadPartCommand({ Bucket: destination.bucket, Key: destination.key, UploadId, PartNumber: index + 1, Body: r.Body as Readable, ContentLength: end - start + 1 }),
-          { abortSignal: spec.signal },
-        );
-        parts.push({ PartNumber: index + 1, ETag: uploaded.ETag ?? '' });
+        try {
+          const uploaded = await client.send(
+            new UploadPartCommand({ Bucket, Key: destination.key, UploadId, PartNumber: index + 1, Body: r.body, ContentLength: end - start + 1 }),
+            { abortSignal: spec.signal },
+          );
+          parts.push({ PartNumber: index + 1, ETag: uploaded.ETag ?? '' });
+        } finally {
+          r.body.destroy();
+        }
       }
     };
     await Promise.all(Array.from({ length: Math.min(spec.partConcurrency, count) }, worker));
     parts.sort((a, b) => a.PartNumber - b.PartNumber);
-    await destination.client.send(new CompleteMultipartUploadCommand({ Bucket: destination.bucket, Key: destination.key, UploadId, MultipartUpload: { Parts: parts } }), { abortSignal: spec.signal });
+    await client.send(new CompleteMultipartUploadCommand({ Bucket, Key: destination.key, UploadId, MultipartUpload: { Parts: parts } }), { abortSignal: spec.signal });
   } catch (err) {
-    await destination.client.send(new AbortMultipartUploadCommand({ Bucket: destination.bucket, Key: destination.key, UploadId })).catch(() => {});
+    await client.send(new AbortMultipartUploadCommand({ Bucket, Key: destination.key, UploadId })).catch(() => {});
     throw err;
   }
 }

@@ -213,8 +213,8 @@ export async function mirrorBucket(source: Side, destination: Side, options: Mir
         return;
       }
       await copyObject({
-        source: { client: source.store.client, bucket: source.store.bucket, key: source.prefix + o.key, etag: o.etag, size: o.size },
-        destination: { client: destination.store.client, bucket: destination.store.bucket, key: destKey(o.key) },
+        source: { store: source.store, key: source.prefix + o.key, etag: o.etag, size: o.size },
+        destination: { store: destination.store, key: destKey(o.key) },
         multipartThreshold: options.multipartThreshold,
         partSize: options.partSize,
         partConcurrency: 4,

@@ -120,8 +120,8 @@ export async function restoreBucket(hub: Side, destination: Side, options: Bucke
       });
       // A hub copy without the marker (mirrored before encryption was on) goes back as it is.
       if (!decrypted) await copyObject({
-        source: { client: hub.store.client, bucket: hub.store.bucket, key: hub.prefix + o.key, etag: o.etag, size: o.size, versionId: o.versionId },
-        destination: { client: destination.store.client, bucket: destination.store.bucket, key: destination.prefix + o.key },
+        source: { store: hub.store, key: hub.prefix + o.key, etag: o.etag, size: o.size, versionId: o.versionId },
+        destination: { store: destination.store, key: destination.prefix + o.key },
         headers: unwrapMirrored,
         refuse: changedSinceMirrored,
         multipartThreshold: options.multipartThreshold,

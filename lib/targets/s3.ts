@@ -21,6 +21,7 @@ import { classifyS3Error, handlerTimeoutPhase, s3ErrorCode, StalledRequestError,
 import { HashingStream } from './hash.js';
 import { headersOf, type ObjectHeaders } from './headers.js';
 import { uploadStream } from './multipart.js';
+import { objectHeadersFor, objectHeadersOf, parseListObjectsV2, responseInfo, S3Http } from './s3http.js';
 import { ObjectNotFoundError, type HeadResult, type IncompleteUpload, type ObjectInfo, type PutOptions, type PutResult, type TargetStore } from './store.js';
 
 /** Also the config defaults of an s3 target's connectTimeoutMs and idleTimeoutMs. */
@@ -47,6 +48,10 @@ interface ClientSettings {
 
 /** What each client was made with, for the messages of the stores that use it. */
 const clientSettings = new WeakMap<S3Client, ClientSettings>();
+/** The plain-HTTP path each client's stores take for the per-object requests (lib/targets/s3http.ts). */
+const leanClients = new WeakMap<S3Client, S3Http>();
+/** Keep-alive sockets per endpoint: at least the most requests a mirror or restore has in flight (concurrency ≤ 64, plus parts). */
+const MAX_SOCKETS = 96;
 
 /**
  * An S3 client that works against RGW, MinIO and other non-AWS servers: path-style addressing, and
@@ -63,8 +68,8 @@ export function createS3Client(connection: S3Connection): S3Client {
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
     requestHandler: {
-      httpAgent: new HttpAgent({ keepAlive: true, maxSockets: 64 }),
-      httpsAgent: new HttpsAgent({ keepAlive: true, maxSockets: 64 }),
+      httpAgent: new HttpAgent({ keepAlive: true, maxSockets: MAX_SOCKETS }),
+      httpsAgent: new HttpsAgent({ keepAlive: true, maxSockets: MAX_SOCKETS }),
       connectionTimeout: connectTimeoutMs,
       // A socket idle timeout, not a total one: it covers the wait for the first byte and a response
       // body that stalls mid-stream (the handler destroys the body with a TimeoutError), yet lets a
@@ -73,6 +78,13 @@ export function createS3Client(connection: S3Connection): S3Client {
     },
   });
   clientSettings.set(client, { endpoint: connection.endpoint, connectTimeoutMs, idleTimeoutMs });
+  const lean = new S3Http({ ...connection, connectTimeoutMs, idleTimeoutMs, maxSockets: MAX_SOCKETS });
+  leanClients.set(client, lean);
+  const destroy = client.destroy.bind(client);
+  client.destroy = () => {
+    lean.destroy();
+    destroy();
+  };
   // Upload bodies are not hashed for the signature: we hash every stream ourselves (sha256 in the
   // manifest, re-checked by verifyObject), and hashing each part twice costs CPU the dump needs.
   client.middlewareStack.add(
@@ -160,7 +172,13 @@ export class S3Store implements TargetStore {
     this.label = `${target}/${bucket}`;
     this.settings = clientSettings.get(client) ?? { endpoint: 'endpoint unknown', connectTimeoutMs: 0, idleTimeoutMs: 0 };
     this.endpoint = this.settings.endpoint;
+    const http = leanClients.get(client);
+    if (!http) throw new Error(`${this.label}: an S3Store needs a client from createS3Client`);
+    this.http = http;
   }
+
+  /** The plain-HTTP path for the per-object requests. */
+  private readonly http: S3Http;
 
   get location(): TargetLocation {
     return { target: this.target, endpoint: this.endpoint, bucket: this.bucket };
@@ -246,30 +264,65 @@ export class S3Store implements TargetStore {
 
   async get(key: string, options: { signal?: AbortSignal; range?: { start: number; end: number }; versionId?: string } = {}): Promise<Readable> {
     const request = { operation: 'GetObject', key };
-    let body: Readable;
+    const { body } = await this.open(key, options);
+    return readBody(body, this.settings.idleTimeoutMs, (err) => this.named(err, request) as Error);
+  }
+
+  /**
+   * A GET whose response headers come first: the object's headers, ETag and size (of the range, if
+   * one) and its raw body, which the caller must read or destroy. With ifMatch, a changed object is a
+   * PreconditionFailed TargetRequestError. Throws ObjectNotFoundError for a missing key.
+   */
+  async open(
+    key: string,
+    options: { signal?: AbortSignal; range?: { start: number; end: number }; versionId?: string; ifMatch?: string } = {},
+  ): Promise<{ body: Readable; headers: ObjectHeaders; etag: string; size: number }> {
+    let response;
     try {
-      const response = await this.client.send(
-        new GetObjectCommand({
-          Bucket: this.bucket,
-          Key: key,
-          VersionId: options.versionId,
-          Range: options.range ? `bytes=${options.range.start}-${options.range.end}` : undefined,
-        }),
-        { abortSignal: options.signal },
-      );
-      body = response.Body as Readable;
+      response = await this.http.send({
+        method: 'GET',
+        bucket: this.bucket,
+        key,
+        ...(options.versionId ? { query: { versionId: options.versionId } } : {}),
+        headers: {
+          ...(options.range ? { range: `bytes=${options.range.start}-${options.range.end}` } : {}),
+          ...(options.ifMatch ? { 'if-match': options.ifMatch } : {}),
+        },
+        signal: options.signal,
+      });
     } catch (err) {
       if (await this.isMissingObject(err, options.signal)) throw new ObjectNotFoundError(this.label, key);
-      throw this.named(err, request);
+      throw this.named(err, { operation: 'GetObject', key });
     }
-    return readBody(body, this.settings.idleTimeoutMs, (err) => this.named(err, request) as Error);
+    const { etag, size } = responseInfo(response.headers);
+    return { body: response, headers: objectHeadersOf(response.headers), etag, size };
+  }
+
+  /**
+   * One PutObject of a body of known length, streamed (small objects, and a mirror's copies up to its
+   * multipart threshold). Resolves with the stored ETag.
+   */
+  async putObject(key: string, body: Readable | Buffer, options: { length: number; headers?: ObjectHeaders; signal?: AbortSignal }): Promise<string> {
+    try {
+      const response = await this.http.send({
+        method: 'PUT',
+        bucket: this.bucket,
+        key,
+        headers: { 'content-length': String(options.length), ...(options.headers ? objectHeadersFor(options.headers) : {}) },
+        body,
+        signal: options.signal,
+      });
+      response.resume();
+      return responseInfo(response.headers).etag;
+    } catch (err) {
+      throw this.named(err, { operation: 'PutObject', key });
+    }
   }
 
   async getJson<T>(key: string, options: { signal?: AbortSignal } = {}): Promise<T | undefined> {
     let text: string;
     try {
-      const response = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: options.signal });
-      text = await response.Body!.transformToString('utf8');
+      text = (await this.http.text({ method: 'GET', bucket: this.bucket, key, signal: options.signal })).text;
     } catch (err) {
       if (await this.isMissingObject(err, options.signal)) return undefined;
       throw this.named(err, { operation: 'GetObject', key });
@@ -279,16 +332,10 @@ export class S3Store implements TargetStore {
 
   async head(key: string, options: { signal?: AbortSignal } = {}): Promise<(HeadResult & { headers: ObjectHeaders }) | undefined> {
     try {
-      const r = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: options.signal });
-      return {
-        key,
-        size: r.ContentLength ?? 0,
-        etag: r.ETag ?? '',
-        lastModified: r.LastModified ?? new Date(0),
-        contentType: r.ContentType,
-        metadata: r.Metadata ?? {},
-        headers: headersOf(r),
-      };
+      const response = await this.http.send({ method: 'HEAD', bucket: this.bucket, key, signal: options.signal });
+      response.resume();
+      const headers = objectHeadersOf(response.headers);
+      return { key, ...responseInfo(response.headers), contentType: headers.contentType, metadata: headers.metadata, headers };
     } catch (err) {
       if (await this.isMissingObject(err, options.signal)) return undefined;
       throw this.named(err, { operation: 'HeadObject', key });
@@ -297,29 +344,32 @@ export class S3Store implements TargetStore {
 
   async *list(prefix: string, options: { startAfter?: string; signal?: AbortSignal } = {}): AsyncIterable<ObjectInfo> {
     let continuationToken: string | undefined;
-    do {
-      let page;
+    const query = (): Record<string, string> => ({
+      'list-type': '2',
+      // XML cannot carry every key (control characters; some parsers trim whitespace-only ones).
+      'encoding-type': 'url',
+      'max-keys': '1000',
+      ...(prefix ? { prefix } : {}),
+      ...(continuationToken ? { 'continuation-token': continuationToken } : options.startAfter ? { 'start-after': options.startAfter } : {}),
+    });
+    const fetchPage = async () => {
       try {
-        page = await this.client.send(
-          new ListObjectsV2Command({
-            Bucket: this.bucket,
-            Prefix: prefix || undefined,
-            StartAfter: continuationToken ? undefined : options.startAfter,
-            ContinuationToken: continuationToken,
-            // XML cannot carry every key (control characters; some parsers trim whitespace-only ones).
-            EncodingType: 'url',
-          }),
-          { abortSignal: options.signal },
-        );
+        return parseListObjectsV2((await this.http.text({ method: 'GET', bucket: this.bucket, query: query(), signal: options.signal })).text);
       } catch (err) {
         throw this.named(err, { operation: 'ListObjectsV2', key: prefix || undefined });
       }
-      const encoded = page.EncodingType === 'url';
-      for (const o of page.Contents ?? []) {
-        yield { key: encoded ? decodeListedKey(o.Key!) : o.Key!, size: o.Size ?? 0, etag: o.ETag ?? '', lastModified: o.LastModified ?? new Date(0) };
-      }
-      continuationToken = page.IsTruncated ? page.NextContinuationToken : undefined;
-    } while (continuationToken);
+    };
+    let page = await fetchPage();
+    for (;;) {
+      continuationToken = page.truncated ? page.nextContinuationToken : undefined;
+      // The next page is asked for while this one is consumed: a listing is a chain of round trips.
+      const next = continuationToken ? fetchPage() : undefined;
+      next?.catch(() => {});
+      const encoded = page.encodingType === 'url';
+      for (const o of page.objects) yield encoded ? { ...o, key: decodeListedKey(o.key) } : o;
+      if (!next) return;
+      page = await next;
+    }
   }
 
   /**
