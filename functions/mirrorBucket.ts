@@ -61,6 +61,7 @@ export const mirrorBucket = defineFunction({
         multipartThreshold: m.multipartThresholdMiB * MiB,
         partSize: m.partSizeMiB * MiB,
         concurrency: m.concurrency,
+        maxInFlightBytes: m.maxInFlightMiB * MiB,
         sample: m.sample,
         dryRun: input.dryRun ?? false,
         encryption,

@@ -7,6 +7,7 @@ import { openLocal } from '../lib/plumbing/app.js';
 import type { Config } from '../lib/config/schema.js';
 import { requireDataset } from '../lib/datasets.js';
 import { mirrorBucket as mirrorLib, type PlannedAction } from '../lib/mirror/mirror.js';
+import { taskPool } from '../lib/mirror/pool.js';
 import type { S3Store } from '../lib/targets/s3.js';
 import { runFunction } from '../queue/runner.js';
 import type { AnyFunction } from '../queue/define.js';
@@ -110,6 +111,31 @@ async function seed(src: string): Promise<Buffer> {
   await put(source, src, 'big.bin', big);
   return big;
 }
+
+describe('the copy pool', () => {
+  it('holds at most `concurrency` copies and the byte budget, yet runs one copy heavier than the budget alone', async () => {
+    const pool = taskPool(4, 100);
+    let running = 0;
+    let weight = 0;
+    const seen: Array<{ running: number; weight: number }> = [];
+    const task = (w: number) => async () => {
+      running += 1;
+      weight += w;
+      seen.push({ running, weight });
+      await new Promise((r) => setTimeout(r, 5));
+      running -= 1;
+      weight -= w;
+    };
+    // Twelve small ones, then three over the budget, then small ones again.
+    for (const w of [...Array(12).fill(1), 150, 150, 60, 60, ...Array(8).fill(1)]) await pool.run(task(w), w);
+    await pool.drain();
+    expect(Math.max(...seen.map((s) => s.running))).toBe(4);
+    // Only a task running alone may exceed the budget.
+    expect(seen.filter((s) => s.weight > 100).every((s) => s.running === 1)).toBe(true);
+    expect(seen.filter((s) => s.weight > 100)).toHaveLength(2);
+    expect(seen).toHaveLength(24);
+  });
+});
 
 describe('mirrorBucket on real Ceph RGW (two users)', () => {
   it('mirrors everything the first time, odd keys, empty objects, metadata and multipart included', async () => {

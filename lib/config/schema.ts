@@ -255,8 +255,13 @@ export function configSchema(env: NodeJS.ProcessEnv = process.env) {
         /** Objects above this size are copied in parts. */
         multipartThresholdMiB: z.int().min(5).max(5 * 1024).default(64),
         partSizeMiB: z.int().min(5).max(512).default(16),
-        /** Objects copied at once. */
-        concurrency: z.int().min(1).max(64).default(8),
+        /**
+         * Objects copied at once, at most: small objects go this many at a time, large ones as many as
+         * maxInFlightMiB allows (a multipart copy counts its parts in flight, 4 × partSizeMiB).
+         */
+        concurrency: z.int().min(1).max(64).default(32),
+        /** The bytes the copies in flight carry together, at most (one copy always runs, whatever its size). */
+        maxInFlightMiB: z.int().min(1).max(16 * 1024).default(256),
         /** Objects re-read on both sides and compared by sha256 after each run. */
         sample: z.int().min(0).max(10_000).default(20),
       })

@@ -25,7 +25,10 @@ export interface MirrorOptions {
   heldDeleteKeys?: number;
   multipartThreshold: number;
   partSize: number;
+  /** Objects in flight, at most; with maxInFlightBytes, as many as their bytes allow. */
   concurrency: number;
+  /** The bytes of the copies in flight together, at most (see objectWeight). */
+  maxInFlightBytes?: number;
   sample: number;
   dryRun: boolean;
   signal?: AbortSignal;
@@ -89,6 +92,8 @@ const DEFAULT_HELD_DELETE_KEYS = 10_000;
 const ENCRYPTED_COPY_TRIES = 3;
 const unquote = (etag: string) => etag.replace(/"/g, '');
 const DELETE_BATCH = 1000;
+/** Parts of one multipart copy in flight. */
+const PART_CONCURRENCY = 4;
 
 export { MirrorStoppedError } from './run.js';
 
@@ -152,8 +157,10 @@ export async function mirrorBucket(source: Side, destination: Side, options: Mir
   const sample = new Reservoir<ObjectInfo>(options.sample);
   const fail = (key: string, err: unknown) => recordFailure(result.failed, log, key, describeError(err));
   const stop = (err: unknown) => stopError(err, describeError(err), { source: source.store, destination: destination.store }, signal);
-  const pool = taskPool(options.concurrency);
+  const pool = taskPool(options.concurrency, options.maxInFlightBytes);
   const run = pool.run;
+  // What a copy holds in flight: a small object its size, a multipart one its parts in flight.
+  const weight = (o: ObjectInfo) => (o.size <= options.multipartThreshold ? o.size : Math.min(o.size, PART_CONCURRENCY * options.partSize));
   const deleteBatch = async (batch: Array<{ key: string; size: number }>) => {
     if (batch.length === 0) return;
     for (const d of batch) options.onAction?.({ action: 'delete', key: d.key, size: d.size, reason: 'extraneous' });
@@ -217,7 +224,7 @@ export async function mirrorBucket(source: Side, destination: Side, options: Mir
         destination: { store: destination.store, key: destKey(o.key) },
         multipartThreshold: options.multipartThreshold,
         partSize: options.partSize,
-        partConcurrency: 4,
+        partConcurrency: PART_CONCURRENCY,
         signal,
       });
       add(result.copied, o.size);
@@ -227,7 +234,7 @@ export async function mirrorBucket(source: Side, destination: Side, options: Mir
       fail(o.key, err);
     }
   };
-  const copy = (o: ObjectInfo, reason: PlannedAction['reason']) => (options.dryRun ? copyNow(o, reason) : run(() => copyNow(o, reason)));
+  const copy = (o: ObjectInfo, reason: PlannedAction['reason']) => (options.dryRun ? copyNow(o, reason) : run(() => copyNow(o, reason), weight(o)));
 
   const headOrFail = <T>(key: string, head: () => Promise<T>) =>
     head().catch((err: unknown) => {
