@@ -62,21 +62,56 @@ export interface Usage {
   maxRssMiB: number;
 }
 
-/** Runs a shell command under GNU time (Debian's `time`): wall seconds, user+system CPU seconds and peak RSS. */
-export function measureShell(command: string, options: { env?: NodeJS.ProcessEnv } = {}): Promise<Usage> {
+export interface ProcessUsage extends Usage {
+  stdout: string;
+}
+
+/**
+ * Runs argv as a whole process under GNU time (Debian's `time`): wall seconds, user+system CPU seconds of
+ * it and its children, and peak RSS. Both sides of a comparison are timed this way, so Node's own start
+ * counts against Lifeboat as a Go binary's counts against rclone.
+ */
+export function measureProcess(argv: string[], options: { env?: NodeJS.ProcessEnv } = {}): Promise<ProcessUsage> {
   return new Promise((resolve, reject) => {
     const started = process.hrtime.bigint();
-    const child = spawn('/usr/bin/time', ['-f', 'usage %U %S %M', 'bash', '-o', 'pipefail', '-c', command], { env: options.env ?? process.env, stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn('/usr/bin/time', ['-f', 'usage %U %S %M', ...argv], { env: options.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
     let err = '';
+    child.stdout!.on('data', (c) => (out += c));
     child.stderr!.on('data', (c) => (err += c));
     child.on('error', reject);
     child.on('close', (code) => {
-      if (code !== 0) return reject(new Error(`${command} exited ${code}\n${err.slice(-4000)}`));
+      if (code !== 0) return reject(new Error(`${argv.join(' ')} exited ${code}\n${err.slice(-4000)}`));
       const m = /usage ([\d.]+) ([\d.]+) (\d+)\s*$/.exec(err);
-      if (!m) return reject(new Error(`no usage line from /usr/bin/time for ${command}`));
-      resolve({ seconds: Number(process.hrtime.bigint() - started) / 1e9, cpuSeconds: Number(m[1]) + Number(m[2]), maxRssMiB: Number(m[3]) / 1024 });
+      if (!m) return reject(new Error(`no usage line from /usr/bin/time for ${argv.join(' ')}`));
+      resolve({ seconds: Number(process.hrtime.bigint() - started) / 1e9, cpuSeconds: Number(m[1]) + Number(m[2]), maxRssMiB: Number(m[3]) / 1024, stdout: out });
     });
   });
+}
+
+/** A shell command (bash -o pipefail) under GNU time; see measureProcess. */
+export async function measureShell(command: string, options: { env?: NodeJS.ProcessEnv } = {}): Promise<Usage> {
+  const { seconds, cpuSeconds, maxRssMiB } = await measureProcess(['bash', '-o', 'pipefail', '-c', command], options);
+  return { seconds, cpuSeconds, maxRssMiB };
+}
+
+/** The median of each of a run's measures over its rounds. */
+export function medianUsage<T extends Usage>(runs: T[]): Usage {
+  const median = (xs: number[]) => {
+    const s = [...xs].sort((a, b) => a - b);
+    return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+  };
+  return { seconds: median(runs.map((r) => r.seconds)), cpuSeconds: median(runs.map((r) => r.cpuSeconds)), maxRssMiB: median(runs.map((r) => r.maxRssMiB)) };
+}
+
+/** "wall 1.23 s  CPU 0.98 s  RSS 45 MiB" columns of a table row. */
+export function usageColumns(u: Usage): string[] {
+  return [fmt(u.seconds), fmt(u.cpuSeconds), fmt(u.maxRssMiB, 0)];
+}
+
+/** Ratios of `ours` against `theirs`: wall and CPU. */
+export function ratioColumns(ours: Usage, theirs: Usage): string[] {
+  return [fmt(ours.seconds / theirs.seconds), fmt(ours.cpuSeconds / theirs.cpuSeconds)];
 }
 
 /**
