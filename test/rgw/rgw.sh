@@ -106,7 +106,7 @@ osd data = $DIR/osd
 $osd_store
 
 [client.rgw.local]
-rgw frontends = beast endpoint=127.0.0.1:$RGW_PORT
+rgw frontends = beast endpoint=127.0.0.1:$RGW_PORT tcp_nodelay=1
 rgw data = $DIR/rgw
 rgw gc obj min wait = 60
 rgw lc debug interval = ${RGW_LC_DEBUG_INTERVAL:-10}
