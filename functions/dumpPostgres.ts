@@ -70,8 +70,9 @@ export const dumpPostgres = defineFunction({
     const estimate = Object.values(stats).reduce((sum, s) => sum + s.tableBytes, 0);
     const counted = progressTap((bytes) => ctx.progress({ phase: 'dumping', bytes, total: Math.max(estimate, bytes) }));
     // pipeline() passes any stage's error to the last stream, so the upload fails and leaves nothing.
-    const plaintext = new HashingStream();
-    const stages: NodeJS.ReadWriteStream[] = [requireDumpallTrailer(), counted, plaintext];
+    // The SQL's own sha256 is only needed when the stored bytes are ciphertext; else the store's hash is it.
+    const plaintext = age ? new HashingStream() : undefined;
+    const stages: NodeJS.ReadWriteStream[] = [requireDumpallTrailer(), counted, ...(plaintext ? [plaintext] : [])];
     if (gzip) stages.push(createGzip({ level: dataset.compressionLevel }));
     if (age) stages.push(age.stage());
     const body = pipeline([runner.stream('pg_dumpall', [], { signal: ctx.signal }), ...stages] as unknown as [Readable, ...NodeJS.ReadWriteStream[]], () => {}) as unknown as Readable;
@@ -88,7 +89,7 @@ export const dumpPostgres = defineFunction({
       tick: ctx.tick.toISOString(),
       artifact: {
         key, size: stored.size, sha256: stored.sha256, etag: stored.etag, compression: dataset.compression, contentType, format: 'pg_dumpall',
-        encryption: age && { ...age.encryption, plaintext: { size: plaintext.bytes, sha256: plaintext.sha256 } },
+        encryption: age && plaintext && { ...age.encryption, plaintext: { size: plaintext.bytes, sha256: plaintext.sha256 } },
       },
       source: {
         mode: source.mode,
