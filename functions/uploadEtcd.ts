@@ -4,11 +4,10 @@ import { createHash } from 'node:crypto';
 import { pipeline, Readable } from 'node:stream';
 import { AGE_SUFFIX, ageEncrypter, through } from '../lib/crypto/age.js';
 import { HashingStream } from '../lib/targets/hash.js';
-import { CustomObjectsApi } from '@kubernetes/client-node';
 import { z } from 'zod';
 import { requireDataset } from '../lib/datasets.js';
 import { inspectSnapshotFile, listLocalSnapshots, type LocalSnapshot } from '../lib/etcd/local.js';
-import { kubeError } from '../lib/kube/client.js';
+import { kubeClient, kubeError } from '../lib/kube/client.js';
 import { datasetPrefix, MANIFEST_FILE, serverTokenKey } from '../lib/catalog/layout.js';
 import { LIFEBOAT_VERSION, manifestSchema, type Manifest } from '../lib/catalog/manifest.js';
 import type { EtcdDataset } from '../lib/config/schema.js';
@@ -165,7 +164,7 @@ async function uploadToken(ctx: Ctx, dataset: EtcdDataset, store: TargetStore): 
 
 /** Snapshots k3s has a record of (ETCDSnapshotFile) that exist neither on this node nor on the hub. */
 async function unaccounted(ctx: Ctx, dataset: EtcdDataset, known: Set<string>): Promise<string[]> {
-  const api = ctx.deps.kube(dataset.source.kubeconfig).makeApiClient(CustomObjectsApi);
+  const api = ctx.deps.kube(dataset.source.kubeconfig).makeApiClient(kubeClient().CustomObjectsApi);
   const list = (await api.listClusterCustomObject({ group: 'k3s.cattle.io', version: 'v1', plural: 'etcdsnapshotfiles' }).catch((err: unknown) => {
     throw kubeError(err, 'etcdsnapshotfiles.k3s.cattle.io');
   })) as { items?: EtcdSnapshotFile[] };

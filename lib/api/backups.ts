@@ -1,11 +1,9 @@
 import { basename } from 'node:path';
 import type { Readable } from 'node:stream';
 import { GetObjectCommand } from '@aws-sdk/client-s3';
-import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { listBackups, type BackupEntry } from '../catalog/catalog.js';
 import { LIFEBOAT_RECORDS } from '../catalog/layout.js';
 import { drillRecordSchema, verifyRecordSchema, type DrillRecord, type VerifyHistoryEntry, type VerifyRecord } from '../catalog/manifest.js';
-import { foreignVerifyPrefix } from '../catalog/verify.js';
 import type { Dataset, VeleroDataset } from '../config/schema.js';
 import type { Deps } from '../plumbing/deps.js';
 import { S3Store } from '../targets/s3.js';
@@ -76,6 +74,8 @@ const VELERO_BACKUP_FILE = '/velero-backup.json';
 
 export async function veleroBackups(store: TargetStore, dataset: VeleroDataset, signal?: AbortSignal): Promise<VeleroBackupRecord[]> {
   const out: VeleroBackupRecord[] = [];
+  // catalog/verify.js brings age-encryption and the etcd snapshot reader; only Velero datasets need it here.
+  const { foreignVerifyPrefix } = await import('../catalog/verify.js');
   for await (const o of store.list(foreignVerifyPrefix(dataset), { signal })) {
     const parsed = verifyRecordSchema.safeParse(await store.getJson(o.key, { signal }).catch(() => undefined));
     if (!parsed.success || !parsed.data.key.endsWith(VELERO_BACKUP_FILE)) continue;
@@ -202,6 +202,8 @@ async function downloadFor(store: TargetStore, dataset: Dataset, entry: BackupEn
   if (!entry.artifact) return undefined;
   if (store instanceof S3Store) {
     const command = new GetObjectCommand({ Bucket: store.bucket, Key: entry.manifest.artifact.key, ResponseContentDisposition: contentDisposition(entry.manifest.artifact.key) });
+    // Only the web UI's backup page signs URLs; `backups ls` and status need not load the presigner.
+    const { getSignedUrl } = await import('@aws-sdk/s3-request-presigner');
     const url = await getSignedUrl(store.client as never, command as never, { expiresIn: DOWNLOAD_URL_SECONDS });
     return { url, expiresAt: new Date(Date.now() + DOWNLOAD_URL_SECONDS * 1000).toISOString() };
   }

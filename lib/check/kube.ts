@@ -1,4 +1,5 @@
-import { ApiException, AuthorizationV1Api, type KubeConfig } from '@kubernetes/client-node';
+import type { KubeConfig } from '@kubernetes/client-node';
+import { kubeClient } from '../kube/client.js';
 import type { Config } from '../config/schema.js';
 import type { Deps } from '../plumbing/deps.js';
 import { accessReviews, rbacResource, requiredPermissions, SERVICE_ACCOUNTS, type Component, type RequiredPermission } from '../kube/permissions.js';
@@ -21,7 +22,7 @@ export async function checkKube(config: Config, deps: Pick<Deps, 'kube'>, compon
 }
 
 function describeApiError(err: unknown): string {
-  if (err instanceof ApiException) {
+  if (err instanceof kubeClient().ApiException) {
     const body = typeof err.body === 'string' ? safeJson(err.body) : err.body;
     const message = (body as { message?: unknown } | undefined)?.message;
     return `HTTP ${err.code}${typeof message === 'string' ? `: ${message}` : ''}`;
@@ -56,7 +57,7 @@ async function checkCluster(file: string | undefined, permissions: RequiredPermi
     return [fail('kubernetes', `cannot load ${which}: ${messageOf(err)} (needed by ${datasets}: ${features})`, file ? `fix the kubeconfig field of ${datasets}` : 'run in the cluster with the ServiceAccount, set KUBECONFIG, or set the datasets\' kubeconfig field')];
   }
   const check = `kubernetes ${server}`;
-  const api = kc.makeApiClient(AuthorizationV1Api);
+  const api = kc.makeApiClient(kubeClient().AuthorizationV1Api);
   const reviews = accessReviews(permissions);
   const started = Date.now();
   const answers = await Promise.all(
@@ -76,7 +77,7 @@ async function checkCluster(file: string | undefined, permissions: RequiredPermi
   const broken = answers.find((a): a is { error: unknown } => 'error' in a);
   if (broken) {
     const e = broken.error;
-    const status = e instanceof ApiException ? e.code : undefined;
+    const status = e instanceof kubeClient().ApiException ? e.code : undefined;
     const fix =
       status === 401
         ? `the credentials of ${which} are not accepted: renew the token or certificate`

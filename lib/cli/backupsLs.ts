@@ -1,33 +1,23 @@
-import { InvalidArgumentError } from 'commander';
 import type { Logger } from 'pino';
 import { apiBackup, apiStatus } from '../api/backups.js';
 import type { ApiStatus } from '../api/schemas.js';
 import { listBackups, type BackupEntry, type OrphanFolder } from '../catalog/catalog.js';
 import type { LoadedConfig } from '../config/load.js';
 import type { Config, Dataset } from '../config/schema.js';
-import { openLocal } from '../plumbing/app.js';
-import { parseIsoDateTime } from './exit.js';
+import { openLocal } from '../plumbing/deps.js';
 import { backupsTable } from './format.js';
 import { cliDataset } from './steps.js';
 import { copiesOf, replicaCopies } from '../replica/copies.js';
 import { replicasOf } from '../replica/view.js';
+
+// Lives in exit.ts so main.ts can parse --since without loading this module.
+export { parseSince } from './exit.js';
 
 export interface BackupsLsOptions {
   dataset?: string;
   since?: Date;
   status?: ApiStatus;
   json?: boolean;
-}
-
-const UNIT_MS = { m: 60_000, h: 3600_000, d: 86400_000, w: 7 * 86400_000 } as const;
-
-/** `--since`: a span back from now (90m, 36h, 7d, 2w) or an ISO date-time; anything else exits 2 naming the flag. */
-export function parseSince(value: string, now = new Date()): Date {
-  // A date gets parseIsoDateTime's own, exact refusal (2026-02-30 is no date).
-  if (/^\d{4}-/.test(value)) return parseIsoDateTime(value);
-  const span = /^(\d+(?:\.\d+)?)(m|h|d|w)$/.exec(value);
-  if (!span) throw new InvalidArgumentError('expected a span back from now such as 90m, 36h, 7d or 2w, or an ISO date-time such as 2026-11-01T00:00:00Z');
-  return new Date(now.getTime() - Number(span[1]) * UNIT_MS[span[2] as keyof typeof UNIT_MS]);
 }
 
 /** `target local (dir /srv/backups), bucket postgres, prefix ""`: where a dataset's backups were looked for. */

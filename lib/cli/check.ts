@@ -8,7 +8,7 @@ import { checkTimezone, checkWebhookToken } from '../check/server.js';
 import { checkTargets } from '../check/targets.js';
 import { CHECK_DEADLINE_MS, fail, messageOf, ok, type CheckLine } from '../check/types.js';
 import type { Component } from '../kube/permissions.js';
-import { openLocal } from '../plumbing/app.js';
+import { openLocal } from '../plumbing/deps.js';
 import { CliError, EXIT } from './exit.js';
 import { table } from './format.js';
 

@@ -5,7 +5,7 @@ import { runInline } from '../../queue/inline.js';
 import { drillRecordSchema } from '../catalog/manifest.js';
 import type { Config } from '../config/schema.js';
 import { drillFor } from '../drill/index.js';
-import { openLocal } from '../plumbing/app.js';
+import { openLocal } from '../plumbing/deps.js';
 import { CliError, EXIT, exitCodeOf, inlineRetries } from './exit.js';
 import { cliDataset } from './steps.js';
 import { table } from './format.js';

@@ -1,4 +1,6 @@
 import { InvalidArgumentError } from 'commander';
+import { checkDatabaseName } from '../postgres/dumpallSections.js';
+import { VERIFY_WHEN, type VerifyWhen } from '../postgres/verifyWhen.js';
 import { describeAttemptFailure, INLINE_RETRIES, type AttemptFailure, type InlineRetries } from '../../queue/inline.js';
 
 /** Exit codes: what a script calling lifeboat can rely on. */
@@ -48,6 +50,35 @@ export function parsePositiveSeconds(value: string): number {
   const seconds = Number(value);
   if (value.trim() === '' || !Number.isFinite(seconds) || seconds <= 0) throw new InvalidArgumentError('expected a positive number of seconds');
   return seconds;
+}
+
+const UNIT_MS = { m: 60_000, h: 3600_000, d: 86400_000, w: 7 * 86400_000 } as const;
+
+/** `--since`: a span back from now (90m, 36h, 7d, 2w) or an ISO date-time; anything else exits 2 naming the flag. */
+export function parseSince(value: string, now = new Date()): Date {
+  // A date gets parseIsoDateTime's own, exact refusal (2026-02-30 is no date).
+  if (/^\d{4}-/.test(value)) return parseIsoDateTime(value);
+  const span = /^(\d+(?:\.\d+)?)(m|h|d|w)$/.exec(value);
+  if (!span) throw new InvalidArgumentError('expected a span back from now such as 90m, 36h, 7d or 2w, or an ISO date-time such as 2026-11-01T00:00:00Z');
+  return new Date(now.getTime() - Number(span[1]) * UNIT_MS[span[2] as keyof typeof UNIT_MS]);
+}
+
+/** `--as`: a name that can be quoted safely, else exit 2 before anything runs. */
+export function parseTargetDatabase(value: string): string {
+  try {
+    return checkDatabaseName(value);
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
+}
+
+export const VERIFY_HELP =
+  "postgres: when to check the backup's sha256: during (default: one read, checked as it streams; a mismatch fails and drops the databases the restore created), first (a read of its own before the destination is touched), recent (rely on a passed verification of the same bytes within 7 days, else first). Into databases that exist already (--force) the default is recent.";
+
+/** `--verify`: during, first or recent, else exit 2 before anything runs. */
+export function parseVerifyWhen(value: string): VerifyWhen {
+  if (!(VERIFY_WHEN as readonly string[]).includes(value)) throw new InvalidArgumentError(`expected one of ${VERIFY_WHEN.join(', ')}`);
+  return value as VerifyWhen;
 }
 
 export const MAX_ATTEMPTS = 10;

@@ -1,34 +1,22 @@
 #!/usr/bin/env -S node --max-semi-space-size=2
-import { Command, CommanderError, Option } from 'commander';
+import { Argument, Command, CommanderError, Option } from 'commander';
 import type { Logger } from 'pino';
-import { allFunctions } from '../../functions/index.js';
-import { datasetKindMismatch, type Progress } from '../../queue/define.js';
-import { INLINE_RETRIES, runInline } from '../../queue/inline.js';
+import { INLINE_RETRIES } from '../../queue/inline.js';
 import { errorMessage } from '../../queue/errors.js';
-import { openApp, openLocal } from '../plumbing/app.js';
-import { RedisUnavailableError } from '../plumbing/redis.js';
-import { formatIssues } from '../config/issues.js';
-import { isUnreachable } from '../targets/errors.js';
-import { ConfigError, loadConfig, type LoadedConfig } from '../config/load.js';
+import { ConfigError } from '../config/errors.js';
+import type { LoadedConfig } from '../config/load.js';
 import { plural } from '../text.js';
-import type { Config } from '../config/schema.js';
 import { createLogger, LOG_FORMATS, LOG_LEVELS, setLogDefaults, type LogFormat } from '../plumbing/logger.js';
-import { serveCommand } from './serve.js';
-import { workerCommand } from './worker.js';
-import { runDemo } from './demo.js';
-import { drillCommand } from './drill.js';
-import { parseTargetDatabase, restoreByKind, type RestoreCliOptions } from './restore.js';
-import { verifyCommand } from './verify.js';
-import { rekeyCommand } from './rekey.js';
-import { checkCommand } from './check.js';
-import { statusCommand, STATUS_REDIS_TIMEOUT_MS, STATUS_TARGETS_TIMEOUT_MS } from './status.js';
-import { hubInitCommand } from './hubInit.js';
-import { CliError, EXIT, inlineRetries, MAX_ATTEMPTS, parseAttempts, parseConcurrency, parseIsoDateTime, parsePositiveSeconds } from './exit.js';
-import { cliDataset } from './steps.js';
-import { progressPrinter } from './progress.js';
-import { resultLine } from './results.js';
-import { backupsLsCommand, parseSince, type BackupsLsOptions } from './backupsLs.js';
 import { apiStatuses } from '../api/schemas.js';
+import { CliError, EXIT, MAX_ATTEMPTS, parseAttempts, parseConcurrency, parseIsoDateTime, parsePositiveSeconds, parseSince, parseTargetDatabase, parseVerifyWhen, VERIFY_HELP } from './exit.js';
+import { STATUS_REDIS_TIMEOUT_MS, STATUS_TARGETS_TIMEOUT_MS } from './statusLimits.js';
+import type { BackupsLsOptions } from './backupsLs.js';
+import type { RestoreCliOptions } from './restore.js';
+import type { RunOptions } from './run.js';
+
+// Startup cost: only what parsing the command line and --help need is imported here. Each action
+// imports its command's module (and with it the Kubernetes client, the S3 SDK, bullmq, Fastify...)
+// when it runs, so a command pays only for what it uses.
 
 const program = new Command('lifeboat')
   .description('Backups for homelab and small clusters: Postgres, buckets and etcd to an S3 hub, each copy verified.')
@@ -43,6 +31,7 @@ const program = new Command('lifeboat')
   });
 
 async function config(): Promise<LoadedConfig> {
+  const { loadConfig } = await import('../config/load.js');
   return loadConfig({ file: program.opts<{ config?: string }>().config });
 }
 
@@ -85,6 +74,7 @@ program
   .option('--json', 'print a JSON array of {check, result, detail, fix?}')
   .option('--component <name>', 'only the Kubernetes permissions of this component: worker, etcd or serve (run check in its pod)')
   .action(async (opts: { json?: boolean; component?: string }) => {
+    const { checkCommand } = await import('./check.js');
     process.exitCode = await checkCommand(config, createLogger({ level: process.env.LOG_LEVEL ?? 'fatal' }), opts);
   });
 
@@ -101,7 +91,9 @@ As a cron job or a healthcheck (bounded: Redis ${STATUS_REDIS_TIMEOUT_MS / 1000}
   crontab:      0 * * * *  lifeboat status -c /etc/lifeboat/lifeboat.yaml >/dev/null || <alert someone>
   healthcheck:  lifeboat status --json  (the exit code is the verdict, the JSON the details)`)
   .action(async (opts: { json?: boolean }) => {
-    process.exitCode = await statusCommand(await config(), createLogger({ level: process.env.LOG_LEVEL ?? 'fatal' }), opts);
+    const loaded = await config();
+    const { statusCommand } = await import('./status.js');
+    process.exitCode = await statusCommand(loaded, createLogger({ level: process.env.LOG_LEVEL ?? 'fatal' }), opts);
   });
 
 const hubCmd = program.command('hub').description('prepare the S3 hub (or dir target) the datasets write to');
@@ -112,15 +104,22 @@ hubCmd
   .option('--json', 'print a JSON array, one object per bucket')
   .action(async (opts: { dryRun?: boolean; json?: boolean }) => {
     const { config: cfg } = await config();
+    const { hubInitCommand } = await import('./hubInit.js');
     process.exitCode = await hubInitCommand(cfg, opts);
   });
+
+// The function names in the help of worker and run come from the functions, which load nearly
+// everything (the Kubernetes client among them): see describeFunctions.
+const functionsOption = new Option('--functions <names>');
+const functionArgument = new Argument('<function>');
 
 program
   .command('worker')
   .description('consume the queues of the named functions (default: all); reloads the config on SIGHUP or when its file changes, letting running jobs finish')
-  .option('--functions <names>', `comma-separated, from: ${allFunctions.map((f) => f.name).join(', ')}`)
+  .addOption(functionsOption)
   .action(async (opts: { functions?: string }) => {
     const names = opts.functions?.split(',').map((s) => s.trim()).filter(Boolean);
+    const { workerCommand } = await import('./worker.js');
     await workerCommand(config, logger(), onSignals, names);
   });
 
@@ -128,6 +127,7 @@ program
   .command('serve')
   .description('metrics, Bull Board and the job schedulers from the config; reloads the config on SIGHUP or when its file changes')
   .action(async () => {
+    const { serveCommand } = await import('./serve.js');
     await serveCommand(config, logger(), onSignals);
   });
 
@@ -136,7 +136,7 @@ const RETRIES_HELP = `attempts in all, 1-${MAX_ATTEMPTS} (default ${INLINE_RETRI
 program
   .command('run')
   .description('enqueue one job (or run it inline, without Redis); the same tick twice is one job')
-  .argument('<function>', allFunctions.map((f) => f.name).join(' | '))
+  .addArgument(functionArgument)
   .option('--dataset <id>', 'dataset id from the config (pruneCheck: default all)')
   .option('--tick <iso-time>', 'the tick the run belongs to, e.g. 2026-11-26T02:00:00Z; the same tick is the same job and overwrites the same keys (default: now)', parseIsoDateTime)
   .option('--wait', 'wait for the job and print its result')
@@ -147,73 +147,9 @@ program
   .option('--force-delete', 'mirrorBucket with --inline: delete even past the deletion guard (mirror.maxDeletePercent, an empty source)')
   .addOption(new Option('--timeout <seconds>', 'with --wait: give up after this long').default(3600).argParser(parsePositiveSeconds))
   .option('--json', 'print results as JSON lines (the default when stdout is not a terminal)')
-  .action(async (fnName: string, opts: { dataset?: string; tick?: Date; backup?: string; wait?: boolean; inline?: boolean; retries?: number; dryRun?: boolean; forceDelete?: boolean; timeout: number; json?: boolean }) => {
-    // Everything is checked before a job exists or a metric moves: a refusal is exit 2.
-    const fn = allFunctions.find((f) => f.name === fnName);
-    if (!fn) throw new CliError(`unknown function "${fnName}" (known: ${allFunctions.map((f) => f.name).join(', ')})`, EXIT.usage);
-    // Overriding a safety guard is for an operator watching the run, never for a queued job.
-    if (opts.forceDelete && !opts.inline) throw new CliError('--force-delete: only with --inline', EXIT.usage);
-    if (opts.retries !== undefined && !opts.inline) throw new CliError(`--retries: only with --inline (a queued job retries as ${fn.name} declares)`, EXIT.usage);
-    const { config: cfg } = await config();
-    if (opts.dataset) {
-      const mismatch = datasetKindMismatch(fn, cliDataset(cfg, opts.dataset));
-      if (mismatch) throw new CliError(mismatch, EXIT.usage);
-    }
-    const tick = opts.tick ?? new Date();
-    const data = {
-      ...(opts.dataset ? { dataset: opts.dataset } : {}),
-      tick: tick.toISOString(),
-      ...(opts.backup ? { backup: opts.backup } : {}),
-      ...(opts.dryRun ? { dryRun: true } : {}),
-      ...(opts.forceDelete ? { forceDelete: true } : {}),
-    };
-    const valid = fn.input.safeParse(data);
-    if (!valid.success) throw new CliError(`invalid input for ${fn.name}: ${formatIssues(valid.error).join('; ')}`, EXIT.usage);
-    const log = logger();
-    // Machines get JSON lines; a person at a terminal gets a sentence per run.
-    const json = opts.json === true || !process.stdout.isTTY;
-    const progress = progressPrinter();
-
-    if (opts.inline) {
-      const deps = openLocal(cfg, log);
-      const controller = new AbortController();
-      onSignals(async () => controller.abort());
-      const results = await runInline(allFunctions, fn.name, data, deps, { signal: controller.signal, ...inlineRetries(opts.retries), onProgress: (name, p) => progress.report(name, p) });
-      progress.end();
-      await deps.close();
-      for (const { failure: _, ...r } of results) process.stdout.write(`${json ? JSON.stringify(r) : resultLine(r)}\n`);
-      process.exitCode = results.every((r) => r.ok) ? EXIT.ok : EXIT.failed;
-      return;
-    }
-
-    const app = await openApp(cfg, log).catch((err: unknown) => {
-      throw new CliError(errorMessage(err), EXIT.unavailable);
-    });
-    try {
-      const { job, created, state } = await app.queues.enqueueTick(fn.name, data);
-      const jobId = job.id!;
-      process.stderr.write(
-        created
-          ? `enqueued ${fn.name} job ${jobId}${opts.dataset ? ` for dataset ${opts.dataset}` : ''}\n`
-          : `job ${jobId} for ${fn.name} ${opts.dataset ?? 'all datasets'} tick ${data.tick} already exists (state: ${state})\n`,
-      );
-      if (!opts.wait) {
-        process.stdout.write(json ? `${JSON.stringify({ fn: fn.name, jobId, created, state })}\n` : `job ${jobId}: ${state}; follow it in Bull Board or with --wait\n`);
-        return;
-      }
-      let outcome: { fn: string; jobId: string; ok: boolean; result?: unknown; error?: string };
-      try {
-        const result = await app.queues.waitFor(fn.name, jobId, opts.timeout * 1000, (p) => progress.report(fn.name, p as Progress));
-        outcome = { fn: fn.name, jobId, ok: true, result };
-      } catch (err) {
-        outcome = { fn: fn.name, jobId, ok: false, error: errorMessage(err) };
-        process.exitCode = EXIT.failed;
-      }
-      progress.end();
-      process.stdout.write(`${json ? JSON.stringify(outcome) : resultLine(outcome)}\n`);
-    } finally {
-      await app.close();
-    }
+  .action(async (fnName: string, opts: RunOptions) => {
+    const { runCommand } = await import('./run.js');
+    await runCommand(fnName, opts, config, logger, onSignals);
   });
 
 const backupsCmd = program.command('backups').description('the backup catalog, read from the target alone');
@@ -225,7 +161,9 @@ backupsCmd
   .addOption(new Option('--status <status>', 'only backups with this status').choices(apiStatuses))
   .option('--json', 'one JSON object per line: the web API\'s backup shape plus the dataset')
   .action(async (opts: BackupsLsOptions) => {
-    await backupsLsCommand(await config(), logger(), opts);
+    const loaded = await config();
+    const { backupsLsCommand } = await import('./backupsLs.js');
+    await backupsLsCommand(loaded, logger(), opts);
   });
 
 program
@@ -251,10 +189,12 @@ program
   .option('--concurrency <n>', 'bucket datasets: objects copied at once, 1-64 (default 32)', parseConcurrency)
   .option('--from <replica>', 'read the backup from this replica of the dataset (replicas[].name, default its target) instead of its target: for when the hub is gone')
   .option('--identity <file>', 'an encrypted backup: the age identity file to decrypt with (default: the dataset\'s encryption.identityFile)')
+  .option('--verify <when>', VERIFY_HELP, parseVerifyWhen)
   .option('--json', 'print the result as one JSON object')
   .option('--retries <n>', `for reading the backup and reaching the destination: ${RETRIES_HELP}`, parseAttempts)
   .action(async (dataset: string, opts: Omit<RestoreCliOptions, 'dataset'>) => {
     const { config: cfg } = await config();
+    const { restoreByKind } = await import('./restore.js');
     process.exitCode = await restoreByKind(cfg, opts.json ? createLogger({ level: process.env.LOG_LEVEL ?? 'fatal' }) : logger(), { dataset, ...opts });
   });
 
@@ -267,6 +207,7 @@ program
   .option('--retries <n>', RETRIES_HELP, parseAttempts)
   .action(async (dataset: string, opts: { backup: string; json?: boolean; retries?: number }) => {
     const { config: cfg } = await config();
+    const { verifyCommand } = await import('./verify.js');
     // The table is the output; the job's own log lines would only repeat it.
     process.exitCode = await verifyCommand(cfg, createLogger({ level: process.env.LOG_LEVEL ?? 'fatal' }), { dataset, ...opts });
   });
@@ -280,6 +221,7 @@ program
   .option('--retries <n>', RETRIES_HELP, parseAttempts)
   .action(async (dataset: string, opts: { backup?: string; retries?: number; json?: boolean }) => {
     const { config: cfg } = await config();
+    const { drillCommand } = await import('./drill.js');
     process.exitCode = await drillCommand(cfg, createLogger({ level: process.env.LOG_LEVEL ?? 'fatal' }), { dataset, ...opts });
   });
 
@@ -294,6 +236,7 @@ program
   .option('--retries <n>', `per backup (a retry starts from what the folder holds): ${RETRIES_HELP}`, parseAttempts)
   .action(async (dataset: string, opts: { identity?: string; backup?: string; dryRun?: boolean; json?: boolean; retries?: number }) => {
     const { config: cfg } = await config();
+    const { rekeyCommand } = await import('./rekey.js');
     // The lines are the output; the verification's own log lines would only repeat them.
     process.exitCode = await rekeyCommand(cfg, createLogger({ level: process.env.LOG_LEVEL ?? 'fatal' }), { dataset, ...opts });
   });
@@ -306,13 +249,23 @@ program
   .option('--no-serve', 'exit once the backup is verified')
   .action(async (opts: { database?: string; serve?: boolean }) => {
     const loaded = await config();
+    const { runDemo } = await import('./demo.js');
     // The demo prints its own story; only warnings and errors from the logs.
     const exitCode = await runDemo(loaded, createLogger({ level: process.env.LOG_LEVEL ?? 'warn' }), { database: opts.database, serve: opts.serve ?? Boolean(process.stdout.isTTY), onSignals });
     if (exitCode !== undefined) process.exitCode = exitCode;
   });
 
+async function describeFunctions(): Promise<void> {
+  const { allFunctions } = await import('../../functions/index.js');
+  functionsOption.description = `comma-separated, from: ${allFunctions.map((f) => f.name).join(', ')}`;
+  functionArgument.description = allFunctions.map((f) => f.name).join(' | ');
+}
+
 async function main(): Promise<void> {
   try {
+    // Whenever worker's or run's help may be shown (`run --help`, `help run`, a usage error): any argument
+    // "run" or "worker". Commander prints `help run` without running a hook, so this cannot wait for one.
+    if (process.argv.slice(2).some((arg) => arg === 'run' || arg === 'worker')) await describeFunctions();
     await program.parseAsync(process.argv);
   } catch (err) {
     if (err instanceof CommanderError) {
@@ -325,10 +278,14 @@ async function main(): Promise<void> {
       return;
     }
     // Redis, or a target that is gone or hung: a service is unreachable, nothing about the data is known.
-    if (err instanceof RedisUnavailableError || isUnreachable(err)) {
-      process.stderr.write(`lifeboat: ${err instanceof Error ? err.message : String(err)}\n`);
-      process.exitCode = EXIT.unavailable;
-      return;
+    // A CliError is never one of those: it need not load ioredis and the S3 SDK to be told apart.
+    if (!(err instanceof CliError)) {
+      const [{ RedisUnavailableError }, { isUnreachable }] = await Promise.all([import('../plumbing/redis.js'), import('../targets/errors.js')]);
+      if (err instanceof RedisUnavailableError || isUnreachable(err)) {
+        process.stderr.write(`lifeboat: ${err instanceof Error ? err.message : String(err)}\n`);
+        process.exitCode = EXIT.unavailable;
+        return;
+      }
     }
     process.stderr.write(`lifeboat: ${err instanceof CliError ? err.message : errorMessage(err)}\n`);
     process.exitCode = err instanceof CliError ? err.exitCode : EXIT.failed;

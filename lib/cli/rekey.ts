@@ -4,7 +4,7 @@ import type { Config } from '../config/schema.js';
 import { DecryptionError, EncryptionSetupError } from '../crypto/age.js';
 import { RekeyError, RekeyUsageError, rekeyDataset, type RekeyedBackup, type RekeyResult } from '../crypto/rekey.js';
 import { recipientFingerprint } from '../crypto/recipients.js';
-import { openLocal } from '../plumbing/app.js';
+import { openLocal } from '../plumbing/deps.js';
 import type { Deps } from '../plumbing/deps.js';
 import { CliError, EXIT, exitCodeOf, inlineRetries, isUnreachable } from './exit.js';
 import { formatBytes } from './format.js';

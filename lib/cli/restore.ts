@@ -1,12 +1,10 @@
-import { InvalidArgumentError } from 'commander';
 import type { Logger } from 'pino';
-import { openLocal } from '../plumbing/app.js';
+import { openLocal } from '../plumbing/deps.js';
 import { listBackups, type BackupEntry } from '../catalog/catalog.js';
 import type { Config } from '../config/schema.js';
 import { serverInfo } from '../postgres/connection.js';
-import { checkDatabaseName } from '../postgres/dumpallSections.js';
 import { dumpRoles } from '../postgres/restore.js';
-import { chooseCheck, destinationRoles, requireDatabaseInBackup, restoreOneDatabase, restoreWholeCluster, RestoreRefusedError, VERIFY_WHEN, type OneDatabase, type PostgresRestore, type RestoreSteps, type VerifyWhen } from '../postgres/restoreBackup.js';
+import { chooseCheck, destinationRoles, requireDatabaseInBackup, restoreOneDatabase, restoreWholeCluster, RestoreRefusedError, type OneDatabase, type PostgresRestore, type RestoreSteps, type VerifyWhen } from '../postgres/restoreBackup.js';
 import { LocalRunner } from '../postgres/runner.js';
 import { decrypterFor } from '../crypto/identity.js';
 import { findReplica, replicaDataset } from '../replica/view.js';
@@ -59,14 +57,6 @@ export interface RestoreOptions {
   verify?: VerifyWhen;
 }
 
-/** `--verify <when>` for main.ts: `new Option('--verify <when>', VERIFY_HELP).argParser(parseVerifyWhen)`. */
-export const VERIFY_HELP = 'postgres: when to check the backup\'s sha256: during (default: one read, checked as it streams; a mismatch fails and drops the databases the restore created), first (a read of its own before the destination is touched), recent (rely on a passed verification of the same bytes within 7 days, else first). Into databases that exist already (--force) the default is recent.';
-
-export function parseVerifyWhen(value: string): VerifyWhen {
-  if (!(VERIFY_WHEN as readonly string[]).includes(value)) throw new InvalidArgumentError(`expected one of ${VERIFY_WHEN.join(', ')}`);
-  return value as VerifyWhen;
-}
-
 export type { PostgresRestoreResult } from '../postgres/restoreBackup.js';
 
 export type RestoreCliOptions = RestoreOptions & Omit<BucketRestoreCommandOptions, keyof RestoreOptions> & { toDir?: string };
@@ -110,15 +100,6 @@ async function restoreFor(config: Config, log: Logger, opts: RestoreCliOptions):
   if (opts.toDir !== undefined && kind !== undefined) throw new CliError(`--to-dir is for etcd datasets; dataset ${opts.dataset} is a ${kind} dataset (use --to)`, EXIT.usage);
   await restoreCommand(config, log, opts);
   return EXIT.ok;
-}
-
-/** `--as`: a name that can be quoted safely, else exit 2 before anything runs. */
-export function parseTargetDatabase(value: string): string {
-  try {
-    return checkDatabaseName(value);
-  } catch (err) {
-    throw new InvalidArgumentError((err as Error).message);
-  }
 }
 
 interface ManifestSource {

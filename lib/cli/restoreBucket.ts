@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
 import { BucketRestoreRefusedError, restoreMirrorBackup, type BucketRestoreReport } from '../mirror/restoreBackup.js';
-import { openLocal } from '../plumbing/app.js';
+import { openLocal } from '../plumbing/deps.js';
 import { S3Store } from '../targets/s3.js';
 import { CliError, EXIT, inlineRetries } from './exit.js';
 import { formatBytes, table } from './format.js';

@@ -9,7 +9,7 @@ import { downloadToFile, fsyncPath, snapshotChecks } from '../etcd/download.js';
 import { parseSnapshotName } from '../etcd/snapshot.js';
 import { DecryptionError, plaintextName } from '../crypto/age.js';
 import { decrypterFor } from '../crypto/identity.js';
-import { openLocal } from '../plumbing/app.js';
+import { openLocal } from '../plumbing/deps.js';
 import { ObjectNotFoundError, type TargetStore } from '../targets/store.js';
 import { CliError, EXIT, inlineRetries } from './exit.js';
 import { formatBytes } from './format.js';

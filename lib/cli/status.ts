@@ -8,16 +8,15 @@ import { datasetSummaries, type ApiDataset } from '../api/datasets.js';
 import { targetSummaries, type ApiTarget } from '../api/targets.js';
 import type { LoadedConfig } from '../config/load.js';
 import type { Config, Dataset } from '../config/schema.js';
-import { openLocal } from '../plumbing/app.js';
+import { openLocal } from '../plumbing/deps.js';
 import { bounded, checkRedis, createRedis, redisUrlForDisplay, withinTimeout } from '../plumbing/redis.js';
 import { plural } from '../text.js';
 import { EXIT } from './exit.js';
 import { age, formatBytes, table, until } from './format.js';
+import { STATUS_REDIS_TIMEOUT_MS, STATUS_TARGETS_TIMEOUT_MS } from './statusLimits.js';
 
-/** How long status may spend reading the targets: a hung hub fails the check, it never hangs it. */
-export const STATUS_TARGETS_TIMEOUT_MS = 30_000;
-/** How long status waits for Redis, per step: a Redis that is down costs seconds, not the command. */
-export const STATUS_REDIS_TIMEOUT_MS = 2000;
+export { STATUS_REDIS_TIMEOUT_MS, STATUS_TARGETS_TIMEOUT_MS };
+
 /** A job that failed for good within this window counts as failing. */
 export const FAILED_JOBS_WINDOW_MS = 24 * 3600_000;
 /** The newest failed jobs read per function. */

@@ -3,7 +3,7 @@ import { allFunctions } from '../../functions/index.js';
 import type { VerifyFinding } from '../../functions/verifyObject.js';
 import { runInline } from '../../queue/inline.js';
 import { CorruptBackupError } from '../../queue/errors.js';
-import { openLocal } from '../plumbing/app.js';
+import { openLocal } from '../plumbing/deps.js';
 import type { Config } from '../config/schema.js';
 import { CliError, EXIT, exitCodeOf, inlineRetries } from './exit.js';
 import { cliDataset } from './steps.js';

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
-import { plural } from '../text.js';
+import { ConfigError } from './errors.js';
 import { embeddedDefaults } from './defaults.js';
 import { formatIssues } from './issues.js';
 import { configSchema, crossReferenceIssues, type Config } from './schema.js';
@@ -9,16 +9,8 @@ import { describeYamlError } from './yamlError.js';
 
 export const DEFAULT_CONFIG_FILE = 'lifeboat.yaml';
 
-export class ConfigError extends Error {
-  override name = 'ConfigError';
-  constructor(
-    readonly source: string,
-    readonly problems: string[],
-  ) {
-    // A problem may span lines (a YAML excerpt): all of it stays indented under the source.
-    super(`${source}: ${plural(problems.length, 'problem')}\n${problems.map((p) => `  ${p.replaceAll('\n', '\n  ')}`).join('\n')}`);
-  }
-}
+// In a module of its own so the CLI can catch it without loading the schema (zod, yaml, cron-parser).
+export { ConfigError };
 
 export interface LoadedConfig {
   config: Config;

@@ -1,5 +1,10 @@
 import { createHash } from 'node:crypto';
-import { Encrypter } from 'age-encryption';
+import { createRequire } from 'node:module';
+
+// age-encryption (with its post-quantum crypto) loads only when a config names a recipient: the config
+// schema calls this, and most configs encrypt nothing. Synchronous, as zod's refinements are.
+let age: typeof import('age-encryption') | undefined;
+const ageEncryption = () => (age ??= createRequire(import.meta.url)('age-encryption') as typeof import('age-encryption'));
 
 /**
  * Why a configured age recipient cannot be used, or undefined when it can. The library's own parser
@@ -11,6 +16,7 @@ export function recipientProblem(recipient: string): string | undefined {
     return 'is an age identity (a private key); the config takes only public keys: `age-keygen -y <identity file>` prints the recipient, and the identity belongs in encryption.identityFile where something decrypts';
   }
   if (!recipient.startsWith('age1')) return 'must be an age recipient (a public key starting with age1…)';
+  const { Encrypter } = ageEncryption();
   try {
     new Encrypter().addRecipient(recipient);
     return undefined;

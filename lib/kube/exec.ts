@@ -1,8 +1,9 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { PassThrough, type Readable } from 'node:stream';
-import { Exec, type KubeConfig, type V1Status } from '@kubernetes/client-node';
+import type { KubeConfig, V1Status } from '@kubernetes/client-node';
 import type { WebSocket } from 'ws';
 import { PermanentError } from '../../queue/errors.js';
+import { kubeClient } from './client.js';
 import { TailBuffer } from '../postgres/process.js';
 import type { ExitStatus, ToolProcess } from '../postgres/runner.js';
 
@@ -46,7 +47,7 @@ export async function execInPod(
   const where = `pods/exec ${target.namespace}/${target.pod} (container ${target.container})`;
   let ws: WebSocket;
   try {
-    ws = (await new Exec(kc).exec(target.namespace, target.pod, target.container, command, stdout, stderrSink, stdinProxy, false, (s) => {
+    ws = (await new (kubeClient().Exec)(kc).exec(target.namespace, target.pod, target.container, command, stdout, stderrSink, stdinProxy, false, (s) => {
       status = exitFromStatus(s);
     })) as unknown as WebSocket;
   } catch (err) {

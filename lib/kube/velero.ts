@@ -1,5 +1,5 @@
-import { ApiException, CoreV1Api, CustomObjectsApi, Observable, type ConfigurationOptions, type KubeConfig, type ObservableMiddleware } from '@kubernetes/client-node';
-import { kubeError } from './client.js';
+import type { ConfigurationOptions, CoreV1Api, CustomObjectsApi, KubeConfig, ObservableMiddleware } from '@kubernetes/client-node';
+import { kubeClient, kubeError } from './client.js';
 
 /** A Velero Backup (velero.io/v1), as much as the drill reads of it. */
 export interface VeleroBackup {
@@ -49,6 +49,7 @@ const VELERO = { group: 'velero.io', version: 'v1' } as const;
  * unparsed string); an error that never reached the server (refused, reset) names the resource too.
  */
 function apiError(err: unknown, what: string): unknown {
+  const { ApiException } = kubeClient();
   if (!(err instanceof ApiException)) return err instanceof Error ? new Error(`${what}: ${err.message}`, { cause: err }) : err;
   if (typeof err.body === 'string') {
     try {
@@ -61,12 +62,13 @@ function apiError(err: unknown, what: string): unknown {
 }
 
 function isNotFound(err: unknown): boolean {
-  return err instanceof ApiException && err.code === 404;
+  return err instanceof kubeClient().ApiException && err.code === 404;
 }
 
 /** Per-request options that abort the request with `signal`: client-node takes no signal argument, but its middleware can set one. */
 function abortWith(signal: AbortSignal | undefined): ConfigurationOptions | undefined {
   if (!signal) return undefined;
+  const { Observable } = kubeClient();
   const middleware: ObservableMiddleware = {
     pre: (ctx) => {
       ctx.setSignal(signal);
@@ -87,8 +89,8 @@ export class VeleroApi {
   private readonly core: CoreV1Api;
 
   constructor(kc: KubeConfig, readonly namespace: string) {
-    this.custom = kc.makeApiClient(CustomObjectsApi);
-    this.core = kc.makeApiClient(CoreV1Api);
+    this.custom = kc.makeApiClient(kubeClient().CustomObjectsApi);
+    this.core = kc.makeApiClient(kubeClient().CoreV1Api);
   }
 
   async listBackups(signal?: AbortSignal): Promise<VeleroBackup[]> {
@@ -115,7 +117,7 @@ export class VeleroApi {
       const restore = (await this.custom.createNamespacedCustomObject({ ...VELERO, namespace: this.namespace, plural: 'restores', body }, abortWith(signal))) as VeleroRestore;
       return { restore, created: true };
     } catch (err) {
-      if (!(err instanceof ApiException && err.code === 409)) throw apiError(err, this.restoreLabel(name));
+      if (!(err instanceof kubeClient().ApiException && err.code === 409)) throw apiError(err, this.restoreLabel(name));
     }
     const existing = await this.getRestore(name, signal);
     // Deleted between the 409 and the read: an API hiccup, not a verdict, so retryable.

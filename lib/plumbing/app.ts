@@ -10,9 +10,12 @@ import { WorkerGroup, type WorkerGroupOptions } from '../../queue/workers.js';
 import { missingSchedulers, syncSchedulers } from '../../triggers/cron.js';
 import type { Config } from '../config/schema.js';
 import { createDeps, type Deps } from './deps.js';
-import { MemoryMetricsRecorder, RedisMetricsRecorder, type MetricsRecorder } from '../metrics/recorder.js';
+import { RedisMetricsRecorder, type MetricsRecorder } from '../metrics/recorder.js';
 import { rebuildMetrics } from '../metrics/rebuild.js';
 import { checkRedis, createRedis, metricsKey, metricsRebuildKey, REDIS_CHECK_TIMEOUT_MS, redisUrlForDisplay, RedisWatch, withinTimeout } from './redis.js';
+
+// Lives in deps.ts, so that commands needing no Redis do not load bullmq, ioredis and the functions with this module.
+export { openLocal } from './deps.js';
 
 /** How often serve checks that Redis still has its job schedulers and metric state. */
 export const STATE_CHECK_INTERVAL_MS = 30_000;
@@ -177,9 +180,4 @@ function keepRedisState(app: App, logger: Logger, intervalMs: number): StateKeep
       stopListening();
     },
   };
-}
-
-/** Deps for work that needs no Redis: inline runs, restores, listings. */
-export function openLocal(config: Config, logger: Logger, options: { clock?: () => Date } = {}): Deps {
-  return createDeps({ config, logger, metrics: new MemoryMetricsRecorder(), clock: options.clock });
 }

@@ -7,7 +7,7 @@ import { coreApi, loadKubeConfig } from '../kube/client.js';
 import { readSecretKey, resolvePod } from '../kube/pods.js';
 import { KubeRunner, type PodPassword } from '../postgres/kubeRunner.js';
 import { LocalRunner, type PostgresRunner } from '../postgres/runner.js';
-import type { MetricsRecorder } from '../metrics/recorder.js';
+import { MemoryMetricsRecorder, type MetricsRecorder } from '../metrics/recorder.js';
 import { DirStore } from '../targets/dir.js';
 import { createS3Client, s3ConnectionFromConfig, S3Store } from '../targets/s3.js';
 import type { TargetStore } from '../targets/store.js';
@@ -124,4 +124,9 @@ export function createDeps(options: DepsOptions): Deps {
       stores.clear();
     },
   };
+}
+
+/** Deps for work that needs no Redis: inline runs, restores, listings. */
+export function openLocal(config: Config, logger: Logger, options: { clock?: () => Date } = {}): Deps {
+  return createDeps({ config, logger, metrics: new MemoryMetricsRecorder(), clock: options.clock });
 }

@@ -7,6 +7,7 @@ import { serverInfo } from './connection.js';
 import { DatabaseNotInDumpError } from './dumpallSections.js';
 import { age } from '../cli/format.js';
 import { restoreDatabase, restoreDump, type RestoreOutcome, type StreamCounters } from './restore.js';
+import type { VerifyWhen } from './verifyWhen.js';
 import type { LocalRunner } from './runner.js';
 
 /**
@@ -30,13 +31,7 @@ export class BackupMismatchError extends RestoreRefusedError {
   override name = 'BackupMismatchError';
 }
 
-/**
- * When the sha256 is checked: `during` the restore (one read; a mismatch drops what the restore
- * created), `first` in a read of its own before the destination is touched, or `recent`: rely on a
- * passed verification of the same bytes within RECENT_VERIFICATION_MS (still checked during), else first.
- */
-export const VERIFY_WHEN = ['during', 'first', 'recent'] as const;
-export type VerifyWhen = (typeof VERIFY_WHEN)[number];
+export { VERIFY_WHEN, type VerifyWhen } from './verifyWhen.js';
 
 /** How old a passed verification may be for `recent` to rely on it: a week, the drill's rhythm. */
 export const RECENT_VERIFICATION_MS = 7 * 24 * 3600_000;
