@@ -9,7 +9,7 @@
  *   2. a full mirror of 50k objects of 1 KiB in one flat prefix
  *   3. Lifeboat's peak RSS against object count (10k, 100k)
  *
- *   npm run build && node dist/bench/mirror.js [--small 3000] [--rounds 3] [--flat 50000] [--rss 10000,100000] [--profile DIR]
+ *   npm run build && node dist/bench/mirror.js [--small 3000] [--rounds 3 (0: skip the corpus)] [--flat 50000] [--rss 10000,100000] [--profile DIR]
  * --profile writes a CPU profile of each Lifeboat run in round 1 (node --cpu-prof) to DIR; summarise one
  * with `node dist/bench/profileSummary.js DIR/<file>.cpuprofile`.
  */
@@ -19,8 +19,8 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { CreateBucketCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
-import { createS3Client } from '../lib/targets/s3.js';
+import { CreateBucketCommand, type S3Client } from '@aws-sdk/client-s3';
+import { createS3Client, S3Store } from '../lib/targets/s3.js';
 import { fmt, measureProcess, medianUsage, printTable, ratioColumns, rcloneEnv, startBenchRgw, usageColumns, type Usage } from './common.js';
 
 const { values } = parseArgs({
@@ -63,7 +63,7 @@ try {
     await Promise.all(Array.from({ length: 64 }, async () => {
       while (next < objects.length) {
         const o = objects[next++]!;
-        await src.send(new PutObjectCommand({ Bucket: name, Key: o.key, Body: randomBytes(o.size) }));
+        await new S3Store(src, 'bench', name).putObject(o.key, randomBytes(o.size), { length: o.size });
       }
     }));
   }
@@ -87,33 +87,35 @@ try {
   const renv = rcloneEnv(rgw, users);
   const rclone = (from: string, to: string, flags: string[]) => measureProcess([...RCLONE, 'sync', ...flags, `src:${from}`, `dst:${to}`], { env: renv });
 
-  // 1. The mixed corpus, in rounds that alternate the order of the three tools.
-  const count = Number(values.small);
-  const corpus = await bucket(src, 'corpus');
-  const objects = Array.from({ length: count }, (_, i) => ({ key: `dir${i % 30}/obj-${i}.bin`, size: 4096 + Math.floor(Math.random() * (256 * 1024 - 4096)) }));
-  objects.push({ key: 'large/a.bin', size: 64 * MiB }, { key: 'large/b.bin', size: 64 * MiB });
-  await fill(corpus, objects);
-  const totalMiB = objects.reduce((a, o) => a + o.size, 0) / MiB;
-  const runs = { defaults: [] as Usage[], tuned: [] as Usage[], ours: [] as LifeboatRun[], defaultsAgain: [] as Usage[], tunedAgain: [] as Usage[], oursAgain: [] as LifeboatRun[], cliAgain: [] as Usage[] };
-  for (let round = 1; round <= Number(values.rounds); round += 1) {
-    console.error(`mixed corpus, round ${round} …`);
-    const [d, t, o] = await Promise.all([`rd-${round}`, `rt-${round}`, `lb-${round}`].map((b) => bucket(dst, b)));
-    const steps = [
-      async () => {
-        runs.defaults.push(await rclone(corpus, d!, []));
-        runs.defaultsAgain.push(await rclone(corpus, d!, []));
-      },
-      async () => {
-        runs.tuned.push(await rclone(corpus, t!, TUNED));
-        runs.tunedAgain.push(await rclone(corpus, t!, [...TUNED, '--size-only']));
-      },
-      async () => {
-        runs.ours.push(await lifeboat(corpus, o!, round === 1 ? 'mixed-full' : undefined));
-        runs.oursAgain.push(await lifeboat(corpus, o!, round === 1 ? 'mixed-nochange' : undefined));
-        runs.cliAgain.push(await lifeboatCli(corpus, o!));
-      },
-    ];
-    for (const step of round % 2 ? steps : steps.reverse()) await step();
+  // 1. The mixed corpus, in rounds that alternate the order of the three tools (--rounds 0 skips it).
+  if (Number(values.rounds) > 0) await mixedCorpus();
+  async function mixedCorpus() {
+    const count = Number(values.small);
+    const corpus = await bucket(src, 'corpus');
+    const objects = Array.from({ length: count }, (_, i) => ({ key: `dir${i % 30}/obj-${i}.bin`, size: 4096 + Math.floor(Math.random() * (256 * 1024 - 4096)) }));
+    objects.push({ key: 'large/a.bin', size: 64 * MiB }, { key: 'large/b.bin', size: 64 * MiB });
+    await fill(corpus, objects);
+    const totalMiB = objects.reduce((a, o) => a + o.size, 0) / MiB;
+    const runs = { defaults: [] as Usage[], tuned: [] as Usage[], ours: [] as LifeboatRun[], defaultsAgain: [] as Usage[], tunedAgain: [] as Usage[], oursAgain: [] as LifeboatRun[], cliAgain: [] as Usage[] };
+    for (let round = 1; round <= Number(values.rounds); round += 1) {
+      console.error(`mixed corpus, round ${round} …`);
+      const [d, t, o] = await Promise.all([`rd-${round}`, `rt-${round}`, `lb-${round}`].map((b) => bucket(dst, b)));
+      const steps = [
+        async () => {
+          runs.defaults.push(await rclone(corpus, d!, []));
+          runs.defaultsAgain.push(await rclone(corpus, d!, []));
+        },
+        async () => {
+          runs.tuned.push(await rclone(corpus, t!, TUNED));
+          runs.tunedAgain.push(await rclone(corpus, t!, [...TUNED, '--size-only']));
+        },
+        async () => {
+          runs.ours.push(await lifeboat(corpus, o!, round === 1 ? 'mixed-full' : undefined));
+          runs.oursAgain.push(await lifeboat(corpus, o!, round === 1 ? 'mixed-nochange' : undefined));
+          runs.cliAgain.push(await lifeboatCli(corpus, o!));
+        },
+      ];
+      for (const step of round % 2 ? steps : steps.reverse()) await step();
   }
   const m = Object.fromEntries(Object.entries(runs).map(([k, v]) => [k, medianUsage(v)])) as Record<keyof typeof runs, Usage>;
   const worker = (rs: LifeboatRun[]) => fmt(medianUsage(rs.map((r) => ({ seconds: r.workerSeconds, cpuSeconds: 0, maxRssMiB: 0 }))).seconds);
@@ -131,6 +133,7 @@ try {
   const workerNoChange = medianUsage(runs.oursAgain.map((r) => ({ seconds: r.workerSeconds, cpuSeconds: 0, maxRssMiB: 0 }))).seconds;
   console.log(`copied ${runs.ours[0]!.copied} then ${runs.oursAgain[0]!.copied}; HEADs on the no-change run: ${runs.oursAgain[0]!.heads}`);
   console.log(`targets: full <= 1.00x wall and <= 1.50x CPU of tuned; no change <= 1.00x wall (worker: ${fmt(workerNoChange / m.tunedAgain.seconds)}x, CLI: ${fmt(m.cliAgain.seconds / m.tunedAgain.seconds)}x)`);
+  }
 
   // 2. Many small objects, in one flat prefix: per-object cost.
   const flat = Number(values.flat);
