@@ -112,8 +112,22 @@ export class S3Http {
         method: req.method,
         path: query ? `${path}?${query}` : path,
         headers: signed.headers,
-        signal: req.signal,
       });
+      // The signal is handled here, not by http.request: that one destroys the response with a generic
+      // "aborted" (read as an unreachable target) and can leave an AbortError with no listener.
+      const signal = req.signal;
+      if (signal) {
+        const onAbort = () => {
+          const err = signal.reason instanceof Error ? signal.reason : new Error('aborted');
+          (r as unknown as { res?: IncomingMessage }).res?.destroy(err);
+          r.destroy(err);
+        };
+        if (signal.aborted) onAbort();
+        else {
+          signal.addEventListener('abort', onAbort, { once: true });
+          r.once('close', () => signal.removeEventListener('abort', onAbort));
+        }
+      }
       const stall = (phase: 'connect' | 'idle', ms: number) => {
         const err = new StalledRequestError(phase, ms, new Error(phase === 'connect' ? `could not establish a connection within ${ms} ms` : `no data for ${ms} ms`));
         // A body being read fails with the timeout, not with the "aborted" its torn-down socket would give.
@@ -128,13 +142,14 @@ export class S3Http {
       });
       // An idle timeout, not a total one: a large transfer that keeps moving takes as long as it needs.
       r.setTimeout(this.#timeouts.idleTimeoutMs, () => stall('idle', this.#timeouts.idleTimeoutMs));
-      r.once('error', reject);
+      // on, not once: an abort can emit a second error after the first (the socket's), which must not go uncaught.
+      r.on('error', reject);
       r.once('response', resolve);
       const body = req.body;
       if (body === undefined) r.end();
       else if (Buffer.isBuffer(body)) r.end(body);
       else {
-        body.once('error', (err) => r.destroy(err));
+        body.on('error', (err) => r.destroy(err));
         body.pipe(r);
       }
     });
