@@ -445,6 +445,9 @@ async function reencrypt(job: BackupJob, fromKey: string, toKey: string, manifes
   // A gate destroyed after its flush began (the plaintext check failing) does not reach the age stage's
   // reader through the pipeline, so an error fails the upload's own body.
   const cipher = new PassThrough();
+  // Once the upload took the last byte, a late error here (the check failing after it) has no reader
+  // left; the mismatch is thrown below after `await checked`, so it must not go uncaught.
+  cipher.on('error', () => {});
   const encrypted = through(gate, job.age.stage());
   gate.on('error', (err) => cipher.destroy(err));
   encrypted.on('error', (err) => cipher.destroy(err));
