@@ -5,7 +5,7 @@ import type { Readable } from 'node:stream';
 import { S3ServiceException } from '@aws-sdk/client-s3';
 import { SignatureV4 } from '@smithy/signature-v4';
 import { StalledRequestError } from './errors.js';
-import type { ObjectHeaders } from './headers.js';
+import { putHeaders, type ObjectHeaders } from './headers.js';
 
 /**
  * The requests a mirror or a verify makes per object (GET, PUT, HEAD, ListObjectsV2), as plain node:http
@@ -277,20 +277,18 @@ export function objectHeadersOf(headers: IncomingHttpHeaders): ObjectHeaders {
   };
 }
 
-/** The request headers that give an object these headers (PutObject, CreateMultipartUpload). */
+/** The request headers that give an object these headers (PutObject): putHeaders' rules, as HTTP headers. */
 export function objectHeadersFor(h: ObjectHeaders): Record<string, string> {
+  const p = putHeaders(h);
   const out: Record<string, string> = {};
-  if (h.contentType !== undefined) out['content-type'] = h.contentType;
-  if (h.cacheControl !== undefined) out['cache-control'] = h.cacheControl;
-  if (h.contentDisposition !== undefined) out['content-disposition'] = h.contentDisposition;
-  if (h.contentEncoding !== undefined) out['content-encoding'] = h.contentEncoding;
-  if (h.contentLanguage !== undefined) out['content-language'] = h.contentLanguage;
-  if (h.expires !== undefined) {
-    // As putHeaders does: an Expires that is not a date is dropped, a date is sent in HTTP form.
-    const d = new Date(h.expires);
-    if (!Number.isNaN(d.getTime())) out.expires = d.toUTCString();
-  }
-  for (const [k, v] of Object.entries(h.metadata)) out[`x-amz-meta-${k.toLowerCase()}`] = v;
+  const set = (name: string, value: string | undefined) => value !== undefined && (out[name] = value);
+  set('content-type', p.ContentType);
+  set('cache-control', p.CacheControl);
+  set('content-disposition', p.ContentDisposition);
+  set('content-encoding', p.ContentEncoding);
+  set('content-language', p.ContentLanguage);
+  set('expires', p.Expires?.toUTCString());
+  for (const [k, v] of Object.entries(p.Metadata)) out[`x-amz-meta-${k.toLowerCase()}`] = v;
   return out;
 }
 
